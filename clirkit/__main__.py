@@ -1,0 +1,3 @@
+from clirkit.cli import main
+
+main()

