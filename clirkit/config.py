@@ -25,15 +25,18 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
 
-def build(cls: type[Config], source: str = "options", **values: Any) -> Config:
-    """Validate ``values`` into ``cls``, turning pydantic's errors into one ClirkitError line."""
+def build(cls: type[Config], _origin: str = "options", **values: Any) -> Config:
+    """Validate ``values`` into ``cls``, turning pydantic's errors into one ClirkitError line.
+
+    ``_origin`` names where the values came from (a TOML file, or the command's options).
+    """
     try:
         return cls(**values)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(config)"
-        raise ClirkitError(f"invalid {loc}: {err['msg']}", path=source if source != "options" else None,
-                           fix=f"check {loc!r} ({len(e.errors())} problem(s) in {source})") from None
+        raise ClirkitError(f"invalid {loc}: {err['msg']}", path=_origin if _origin != "options" else None,
+                           fix=f"check {loc!r} ({len(e.errors())} problem(s) in {_origin})") from None
 
 
 def parse_value(text: str) -> Any:

@@ -19,7 +19,7 @@ from clirkit.config import EvalConfig
 from clirkit.data.formats import Dataset, load_dataset
 from clirkit.errors import ClirkitError
 from clirkit.index import DenseIndex, ensure_index
-from clirkit.models import Encoder, EncoderPair, load_pair
+from clirkit.models import EncoderPair, load_pair
 from clirkit.report import print_table, write_table
 from clirkit.rundir import start_run
 

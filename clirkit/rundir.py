@@ -164,6 +164,8 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     write_json(run.path / "config.json", {"command": command, "seed": seed, **cfg.resolved()})
     write_json(run.path / "manifest.json", run.manifest)
     run.status("running")
+    if log.level == logging.NOTSET:  # library use without the CLI: still log to log.txt
+        log.setLevel(logging.INFO)
     handler = _attach_log(run.path / "log.txt")
     log.info("run %s: %s", run.id, command)
     error: BaseException | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from clirkit.config import Config
-from clirkit.data.formats import DatasetWriter, iter_jsonl, iter_tsv, QRELS_HEADER
+from clirkit.data.formats import QRELS_HEADER, DatasetWriter, iter_jsonl, iter_tsv
 from clirkit.errors import ClirkitError
 
 

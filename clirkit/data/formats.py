@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,7 +153,8 @@ def read_card(path: str | Path) -> dict[str, Any]:
     card_path = path / CARD
     if not card_path.is_file():
         raise ClirkitError(f"no {CARD} in {path}", path=path,
-                           fix="point at a folder made by `clirkit prepare` (or import one with `clirkit prepare beir DIR`)")
+                           fix="point at a folder made by `clirkit prepare` "
+                               "(or import one with `clirkit prepare beir DIR`)")
     try:
         return json.loads(card_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

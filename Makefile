@@ -1,0 +1,36 @@
+# clirkit: `make demo` (install + embedded demo experiment), `make test` (install + test suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned in the same pip command as everything else: unpinned, pip would pull a
+# multi-GB CUDA build; 2.13.0 is the CPU wheel this machine has.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/clirkit run experiments/demo.toml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check clirkit tests bench
+
+bench: setup
+	$(BIN)/python bench/bench_ot.py
+	$(BIN)/python bench/bench_perturb.py
+	$(BIN)/python bench/bench_prepare_mmarco.py
+
+clean:
+	rm -rf $(VENV) experiments/runs experiments/cache

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from clirkit.config import IndexConfig
+from clirkit.errors import ClirkitError
+from clirkit.rundir import completed_runs, start_run
+
+
+def _cfg(tmp_path):
+    return IndexConfig(dataset=tmp_path / "ds", runs_dir=tmp_path / "runs")
+
+
+def test_completed_run_has_the_contract(tmp_path):
+    cfg = _cfg(tmp_path)
+    (tmp_path / "input.txt").write_text("abc", encoding="utf-8")
+    with start_run(cfg.runs_dir, "index", cfg, seed=0, argv=["clirkit", "index"]) as run:
+        assert run.path.name.startswith(".") and run.path.name.endswith(".tmp")
+        run.add_inputs(data=tmp_path / "input.txt")
+        (run.sub("metrics") / "x.csv").write_text("a\n1\n", encoding="utf-8")
+    final = run.path
+    assert not final.name.startswith(".") and final.parent == cfg.runs_dir
+    config = json.loads((final / "config.json").read_text())
+    assert config["seed"] == 0 and config["factory"] == "Flat" and config["batch_size"] == 64
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert manifest["argv"] == ["clirkit", "index"]
+    assert manifest["inputs"]["data"][str(tmp_path / "input.txt")] == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")  # sha256("abc")
+    assert manifest["started"] and manifest["ended"]
+    assert {"commit", "dirty"} <= set(manifest["git"])
+    assert manifest["packages"]["torch"]
+    assert json.loads((final / "status.json").read_text())["status"] == "completed"
+    assert "run " in (final / "log.txt").read_text()
+    assert completed_runs(cfg.runs_dir) == [final]
+
+
+def test_failed_run_keeps_directory_with_error(tmp_path):
+    cfg = _cfg(tmp_path)
+    with pytest.raises(ClirkitError):
+        with start_run(cfg.runs_dir, "index", cfg, seed=3) as run:
+            raise ClirkitError("bad thing", fix="do better")
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["status"] == "failed" and "bad thing -- do better" in status["error"]
+    assert completed_runs(cfg.runs_dir) == []
+
+
+def test_runs_never_overwrite_each_other(tmp_path):
+    cfg = _cfg(tmp_path)
+    paths = []
+    for _ in range(3):
+        with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+            pass
+        paths.append(run.path)
+    assert len(set(paths)) == 3
+    assert len(completed_runs(cfg.runs_dir, "index")) == 3
