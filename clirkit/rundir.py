@@ -174,9 +174,9 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     except BaseException as e:  # also KeyboardInterrupt: a killed run must say so
         error = e
         message = e.one_line() if isinstance(e, ClirkitError) else f"{type(e).__name__}: {e}"
-        log.error("failed: %s", message)
-        if not isinstance(e, ClirkitError):
-            log.debug("".join(traceback.format_exception(e)))
+        # to log.txt only: the CLI prints the one-line error on the console itself
+        detail = "" if isinstance(e, ClirkitError) else "\n" + "".join(traceback.format_exception(e))
+        handler.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s%s", (message, detail), None))
         run.status("failed", error=message)
         raise
     finally:

@@ -105,3 +105,25 @@ def test_prepare_beir_imports_and_validates(beir5, tmp_path):
     assert card["counts"]["documents"] == 5 and card["licence"] == "CC0"
     again = invoke("prepare", "beir", beir5, "--out", out)
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def test_eval_xglue_benchmark(tiny_model, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "eval", "--benchmark", "xglue", "--task", "qam", "--model", tiny_model,
+               "--data-dir", FIXTURES / "xglue")
+    assert r.exit_code == 0, r.stderr
+    run = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+    table = pd.read_csv(run / "metrics" / "xglue_qam.csv").set_index("lang")
+    assert list(table.index) == ["de", "en", "fr", "avg"]
+    assert table.loc["avg", "accuracy"] == pytest.approx(table.loc[["de", "en", "fr"], "accuracy"].mean())
+    assert table["threshold"].nunique() == 1  # fixed on English dev, applied to every language
+
+
+def test_eval_xglue_missing_data_is_one_line(tiny_model, runs_dir, tmp_path):
+    r = invoke("--runs-dir", runs_dir, "eval", "--benchmark", "xglue", "--model", tiny_model,
+               "--data-dir", tmp_path / "nowhere")
+    assert r.exit_code == 2 and "XGLUE data missing" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
