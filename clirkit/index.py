@@ -115,11 +115,12 @@ def build_index(encoder: Encoder, ds: Dataset, out: Path, factory: str, scoring:
         # chunks of many batches so sentence-transformers' length sorting cuts padding
         for batch in _batches(ds, batch_size * 32):
             texts = [t for _, t in batch]
-            emb[row:row + len(batch)] = encoder.encode(texts, batch_size=batch_size)
             if scoring == "maxsim":
-                for toks in encoder.encode_tokens(texts, batch_size=batch_size):
-                    token_chunks.append(toks.astype(np.float16))
-                    lengths.append(len(toks))
+                emb[row:row + len(batch)], tokens = encoder.encode_both(texts, batch_size=batch_size)
+                token_chunks.extend(t.astype(np.float16) for t in tokens)
+                lengths.extend(len(t) for t in tokens)
+            else:
+                emb[row:row + len(batch)] = encoder.encode(texts, batch_size=batch_size)
             ids_file.write("".join(f"{d}\n" for d, _ in batch))
             row += len(batch)
             bar.update(task, advance=len(batch))

@@ -147,28 +147,63 @@ class Encoder:
                                     normalize_embeddings=normalize, show_progress_bar=False)
         return np.asarray(emb, dtype=np.float32).reshape(len(texts), -1)
 
+    def encode_both(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Normalised sentence embeddings and token embeddings of ``texts`` in one forward pass
+        where the model exposes both (transformer encoders), else in two."""
+        import torch
+
+        if "token_embeddings" not in self._probe_outputs():
+            return self.encode(texts, batch_size), self.encode_tokens(texts, batch_size)
+        sentences, tokens = [], []
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
+        for start in range(0, len(texts), batch_size):
+            chunk = [texts[i] for i in order[start:start + batch_size]]
+            features = self.model.tokenize(chunk)
+            features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+            with torch.inference_mode():
+                result = self.model.forward(features)
+            sentences.append(torch.nn.functional.normalize(result["sentence_embedding"], dim=-1).float().cpu())
+            tokens.extend(self._token_rows(result["token_embeddings"], features["input_ids"],
+                                           features["attention_mask"], True))
+        sent = torch.cat(sentences).numpy()
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return sent[inverse], [tokens[i] for i in inverse]
+
+    def _probe_outputs(self) -> set[str]:
+        if not hasattr(self, "_outputs"):
+            import torch
+
+            features = self.model.tokenize(["probe"])
+            features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+            with torch.inference_mode():
+                self._outputs = set(self.model.forward(features))
+        return self._outputs
+
+    def _token_rows(self, emb, ids, attention, normalize: bool) -> list[np.ndarray]:
+        """Per-text token rows with special and padding tokens removed."""
+        import torch
+
+        if normalize:
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        keep = attention.bool()
+        for s in set(self.model.tokenizer.all_special_ids):
+            keep &= ids != s
+        return [row[mask].float().cpu().numpy() for row, mask in zip(emb, keep)]
+
     def encode_tokens(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> list[np.ndarray]:
         """Per-text token embeddings, special and padding tokens removed (for MaxSim scoring)."""
         import torch
 
         out: list[np.ndarray] = []
-        tok = self.model.tokenizer
-        special = set(tok.all_special_ids)
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
             features = self.model.tokenize(chunk)
             features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
             with torch.inference_mode():
                 result = self.model.forward(features)
-            emb = result["token_embeddings"]
-            if normalize:
-                emb = torch.nn.functional.normalize(emb, dim=-1)
-            ids = features["input_ids"]
-            keep = features["attention_mask"].bool()
-            for s in special:
-                keep &= ids != s
-            for row, mask in zip(emb, keep):
-                out.append(row[mask].float().cpu().numpy())
+            out.extend(self._token_rows(result["token_embeddings"], features["input_ids"],
+                                        features["attention_mask"], normalize))
         return out
 
 

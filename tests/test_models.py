@@ -63,3 +63,12 @@ def test_bundled_minilm_loads_offline():
     a, b, c = enc.encode(["A man is eating food.", "A man eats a meal.", "The stock market crashed."])
     assert enc.dim == 384
     assert a @ b > a @ c + 0.3
+
+
+def test_encode_both_matches_separate_passes(tiny_model):
+    enc = load_encoder(str(tiny_model))
+    texts = ["a much longer sentence about cats and dogs", "hi", "the bank raised rates"]
+    sent, toks = enc.encode_both(texts, batch_size=2)
+    np.testing.assert_allclose(sent, enc.encode(texts), atol=1e-5)
+    for a, b in zip(toks, enc.encode_tokens(texts)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
