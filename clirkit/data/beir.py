@@ -19,7 +19,7 @@ from clirkit.errors import ClirkitError
 class BeirConfig(Config):
     """Options of ``clirkit prepare beir``."""
 
-    source: Path = Field(..., description="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    folder: Path = Field(..., description="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     out: Path | None = Field(None, description="output folder (default data/<source folder name>)")
     query_lang: str = Field("", description="language of the queries when records have no 'lang'")
     doc_lang: str = Field("", description="language of the documents when records have no 'lang'")
@@ -28,7 +28,7 @@ class BeirConfig(Config):
 
 def prepare_beir(cfg: BeirConfig) -> Path:
     """Validate a BEIR folder and write its canonical copy; return the new folder."""
-    src = cfg.source
+    src = cfg.folder
     if not src.is_dir():
         raise ClirkitError("BEIR folder not found", path=src, fix="pass a folder holding corpus.jsonl")
     qrel_files = sorted((src / "qrels").glob("*.tsv"))

@@ -1,0 +1,95 @@
+"""`clirkit run` on a tiny grid: systems x datasets x scorings, seeds, significance, report."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from clirkit.cli import app
+from tests.conftest import write_beir
+
+runner = CliRunner()
+
+
+def _experiment(tmp_path, tiny_model, beir5, extra=""):
+    path = tmp_path / "exp.toml"
+    path.write_text(f"""
+name = "tiny"
+description = "two copies of one model: identical results, p = 1"
+seeds = [0, 1]
+baseline = "zero-shot"
+
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+seeded = false
+
+[[systems]]
+name = "same-model"
+model = "{tiny_model}"
+
+[eval]
+datasets = ["{beir5}"]
+scoring = ["dense", "maxsim"]
+measures = ["nDCG@10", "RR@10"]
+{extra}
+""", encoding="utf-8")
+    return path
+
+
+def test_run_grid_writes_report(tmp_path, tiny_model, beir5, runs_dir):
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(_experiment(tmp_path, tiny_model, beir5))])
+    assert r.exit_code == 0, r.stderr
+    run = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+    agg = pd.read_csv(run / "metrics" / "aggregate.csv")
+    assert len(agg) == 4  # 1 dataset x 2 scorings x 2 systems
+    same = agg[agg.system == "same-model"].iloc[0]
+    assert same["seeds"] == 2 and same["nDCG@10_sd"] == 0.0
+    zs = agg[(agg.system == "zero-shot") & (agg.scoring == same["scoring"])].iloc[0]
+    assert zs["seeds"] == 1 and zs["nDCG@10"] == pytest.approx(same["nDCG@10"])
+    sig = pd.read_csv(run / "metrics" / "significance.csv")
+    assert set(sig.system) == {"same-model"} and (sig.p == 1.0).all()
+    children = json.loads((run / "children.json").read_text())
+    assert len(children["eval"]) == 2 * 3  # 2 scorings x (1 + 2 seeded) runs
+    report = (run / "report.md").read_text()
+    assert report.startswith("# tiny") and "same-model" in report
+
+
+def test_override_and_bad_experiment(tmp_path, tiny_model, beir5, runs_dir):
+    exp = _experiment(tmp_path, tiny_model, beir5)
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp), "baseline='nobody'"])
+    assert r.exit_code == 2 and "baseline 'nobody' is not a system name" in r.stderr
+    bad = _experiment(tmp_path, tiny_model, beir5, extra="[typo]\nx = 1\n")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(bad)])
+    assert r.exit_code == 2 and "invalid typo" in r.stderr and "exp.toml" in r.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_prepare_entries_run_first(tmp_path, tiny_model, runs_dir):
+    src = write_beir(tmp_path / "src")
+    out = tmp_path / "prepared"
+    exp = tmp_path / "p.toml"
+    body = f"""
+name = "p"
+[[prepare]]
+source = "beir"
+folder = "{src}"
+out = "{out}"
+licence = "CC0"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[eval]
+datasets = ["{out}"]
+"""
+    exp.write_text(body.replace('licence = "CC0"', 'licnce = "CC0"'), encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 2 and "licnce" in r.stderr and not out.exists()
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # validated before any work
+    exp.write_text(body, encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "dataset.json").read_text())["licence"] == "CC0"
+    again = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])  # reuses the prepared dataset
+    assert again.exit_code == 0, again.stderr
