@@ -316,6 +316,7 @@ def distill_cmd(
     vocab_size: Annotated[int, typer.Option(help="static student: WordPiece vocabulary size")] = 16000,
     max_length: Annotated[int, typer.Option(help="foreign side: maximum tokens per sentence")] = 128,
     cost: Annotated[str, typer.Option(help="OT cost between token embeddings: cosine or sqeuclidean")] = "cosine",
+    cost_scale: Annotated[str, typer.Option(help="OT cost divisor: auto, none, dim, median, or a number")] = "auto",
     token_weights: Annotated[str, typer.Option(help="OT token weights: uniform or idf")] = "uniform",
     eps: Annotated[float, typer.Option(help="Sinkhorn entropic regularisation (cost units)")] = 0.05,
     iters: Annotated[int, typer.Option(help="Sinkhorn iterations")] = 50,
@@ -336,9 +337,30 @@ def distill_cmd(
                                lr=lr, weight_decay=weight_decay, warmup=warmup, max_grad_norm=max_grad_norm,
                                max_pairs=max_pairs, dev_pairs=dev_pairs, eval_every=eval_every,
                                save_every=save_every, log_every=log_every, scoring=scoring, vocab_size=vocab_size,
-                               max_length=max_length, cost=cost, token_weights=token_weights, eps=eps, iters=iters,
+                               max_length=max_length, cost=cost, cost_scale=cost_scale,
+                               token_weights=token_weights, eps=eps, iters=iters,
                                anneal_from=anneal_from, anneal_iters=anneal_iters, ot_grad_plan=ot_grad_plan,
                                ot_weight=ot_weight, mse_weight=mse_weight, resume=resume))
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="a completed experiment directory")],
+    atol: Annotated[float, typer.Option(help="largest metric difference accepted")] = 1e-6,
+) -> None:
+    """Re-run an experiment directory's configuration and check its metrics come out the same."""
+    from clirkit.report import print_table
+    from clirkit.reproduce import reproduce
+
+    def go(_: Config) -> Path:
+        new, table = reproduce(run, run.parent, atol)  # beside the original
+        print_table(table, title=f"{run.name} vs {new.name}")
+        if not table["same"].all():
+            raise ClirkitError(f"metrics differ from {run}", path=new, fix="see the table above")
+        return new
+
+    _call(go, Config())
 
 
 def main() -> None:

@@ -163,6 +163,8 @@ class DistillConfig(CommandConfig):
                                                   "interaction, re-ranking the dense top dev_rerank_k)")
     dev_rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim on dev")
     cost: Literal["cosine", "sqeuclidean"] = Field("cosine", description="OT cost between token embeddings")
+    cost_scale: str | float = Field("auto", description="OT cost divisor: auto (none for cosine, median for "
+                                                        "sqeuclidean), none, dim, median, or a positive number")
     token_weights: Literal["uniform", "idf"] = Field("uniform", description="OT marginals over tokens (special and "
                                                                           "padding tokens always weigh 0)")
     eps: float = Field(0.05, gt=0, description="Sinkhorn entropic regularisation (cost units)")
@@ -176,6 +178,17 @@ class DistillConfig(CommandConfig):
     teacher_batch_size: int = Field(64, ge=1, description="batch size for encoding the English side with the teacher")
     resume: Path | None = Field(None, description="continue a stopped distill run from its last/ state (a new run "
                                                   "directory records resumed_from)")
+
+    @field_validator("cost_scale")
+    @classmethod
+    def _cost_scale(cls, v: str | float) -> str | float:
+        # "0.5" from the command line is the number 0.5; words are checked by the loss itself.
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
 
     @model_validator(mode="before")
     @classmethod

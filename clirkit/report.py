@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
@@ -15,6 +18,11 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
     return str(v)
+
+
+def file_label(text: str) -> str:
+    """A file-name-safe form of a label (``word-drop:min_len=2`` -> ``word-drop_min_len=2``)."""
+    return re.sub(r"[^A-Za-z0-9._=+@-]+", "_", text).strip("_") or "perturbation"
 
 
 def write_table(df: pd.DataFrame, stem: Path, index: bool = False, latex: bool = False) -> None:
@@ -69,33 +77,55 @@ def formatted(table: pd.DataFrame, measures: list[str]) -> pd.DataFrame:
     return shown
 
 
+def display_robustness(table: pd.DataFrame) -> pd.DataFrame:
+    """The robustness table for people: the CI as one column, ``n/a`` with a single seed."""
+    out = table.drop(columns=["ci_low", "ci_high"]).copy()
+    ci = [("n/a" if math.isnan(lo) else f"[{lo:.4f}, {hi:.4f}]") for lo, hi in zip(table["ci_low"], table["ci_high"])]
+    out.insert(out.columns.get_loc("rel_drop") + 1, "drop 95% CI", ci)
+    out["rate"] = [("-" if math.isnan(r) else f"{r:g}") for r in table["rate"]]
+    out["p_value"] = [("n/a" if math.isnan(p) else f"{p:.3g}") for p in table["p_value"]]
+    return out
+
+
+def write_robustness(table: pd.DataFrame, stem: Path) -> pd.DataFrame:
+    """``stem.csv`` (numbers, empty for NaN) and ``stem.md`` (formatted, ``n/a``)."""
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    shown = display_robustness(table)
+    stem.with_suffix(".md").write_text(shown.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8")
+    return shown
+
+
 def plot_robustness(table: pd.DataFrame, plots: Path) -> list[Path]:
-    """One PNG per measure: the measure against the perturbation rate, one line per system."""
+    """``plots/<measure>.png``: the measure against the rate, one line per system, one panel per
+    perturbation; rate 0 is the clean run, error bars are the drop's 95% CI over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    for (measure, perturbation), part in table.groupby(["measure", "perturbation"], sort=False):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, line in part.groupby("system", sort=False):
-            line = line.sort_values("rate")
-            rates = [0.0, *line["rate"]]
-            values = [line["clean"].iloc[0], *line["attacked"]]
-            err = [0.0, *(line["ci95"].fillna(0.0) if "ci95" in line else [0.0] * len(line))]
-            ax.errorbar(rates, values, yerr=err, marker="o", capsize=3, label=str(label))
-        ax.set_xlabel(f"{perturbation} rate")
-        ax.set_ylabel(str(measure))
-        ax.set_title(f"{measure} under {perturbation}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    written = []
+    labels = list(dict.fromkeys(table["perturbation"]))
+    for measure, mt in table.groupby("measure", sort=False):
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.5 * len(labels), 3.6), squeeze=False, sharey=True)
+        for ax, label in zip(axes[0], labels):
+            pt = mt[mt["perturbation"] == label]
+            for system, st in pt.groupby("system", sort=False):
+                st = st.sort_values("rate")
+                x = [0.0, *st["rate"].tolist()]
+                y = [float(st["clean"].iloc[0]), *st["attacked"].tolist()]
+                err = [0.0, *np.nan_to_num((st["ci_high"] - st["drop"]).to_numpy()).tolist()]
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=system)
+            ax.set_title(label)
+            ax.set_xlabel("perturbation rate")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(str(measure))
+        axes[0][-1].legend(fontsize="small")
         fig.tight_layout()
-        path = plots / f"robustness_{perturbation}_{measure}.png".replace("@", "at").replace(":", "_")
+        path = plots / f"{file_label(str(measure))}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
-        paths.append(path)
-    return paths
+        written.append(path)
+    return written
 
 
 def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
@@ -146,9 +176,12 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
 
     rob = _collect(children.get("attack", []), "random", "robustness.csv")
     if not rob.empty:
-        write_table(rob, metrics / "robustness")
-        images = plot_robustness(rob, plots)
-        sections += ["## Robustness (random perturbations)\n", rob.to_markdown(index=False, floatfmt=".4f") + "\n"]
+        shown = write_robustness(rob, metrics / "robustness")
+        lines = rob.copy()
+        if lines["scoring"].nunique() > 1:  # one line per system and scoring
+            lines["system"] = lines["system"] + " / " + lines["scoring"]
+        images = plot_robustness(lines.dropna(subset=["rate"]), plots)
+        sections += ["## Robustness (random perturbations)\n", shown.to_markdown(index=False, floatfmt=".4f") + "\n"]
         sections += [f"![{p.stem}](plots/{p.name})\n" for p in images]
     greedy = _collect(children.get("attack", []), "greedy", "greedy_summary.csv")
     if not greedy.empty:
@@ -159,7 +192,7 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
     (run / "report.md").write_text("\n".join(s for s in sections if s), encoding="utf-8")
     print_table(formatted(table, measures).drop(columns=["seeds"]), title=f"{cfg.name}: retrieval")
     if not rob.empty:
-        print_table(rob, title=f"{cfg.name}: robustness")
+        print_table(display_robustness(rob), title=f"{cfg.name}: robustness")
     if not greedy.empty:
         print_table(greedy, title=f"{cfg.name}: greedy attack")
     return table

@@ -1,0 +1,306 @@
+"""``clirkit attack``: determinism per seed, robustness statistics, the greedy attack's guarantees
+(objective never increases, budgets hold), bare runs against the newest distill run, one-line
+user errors, and the lexicon query-translation baseline of ``clirkit eval``."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from clirkit.attack import (
+    GreedyState,
+    first_relevant_rank,
+    greedy_query,
+    robustness_rows,
+    write_robustness,
+)
+from clirkit.cli import app
+from clirkit.config import AttackConfig, build
+from clirkit.perturb import parse_spec
+from tests.conftest import DOCS, QRELS, write_beir
+
+runner = CliRunner()
+MEASURES = "nDCG@10,RR@10"
+QUERIES = [("q1", "sleeping kitten resting on warm carpet"),
+           ("q2", "central banking interest decision markets"),
+           ("q3", "weather forecast mountains tomorrow rainfall")]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_dir(result, runs_dir: Path) -> Path:
+    assert result.exit_code == 0, result.stderr
+    return runs_dir / result.stdout.strip().splitlines()[-1].split("/")[-1]
+
+
+@pytest.fixture
+def beir_long(tmp_path) -> Path:
+    """The 5-document corpus with longer queries, so every query has words char-swap can edit."""
+    return write_beir(tmp_path / "beir-long", queries=QUERIES, card={"name": "beir-long"})
+
+
+def attack(runs_dir, model, dataset, *args, seed=0):
+    return invoke("--runs-dir", runs_dir, "--seed", seed, "attack", "--model", model, "--dataset", dataset,
+                  "--measures", MEASURES, *args)
+
+
+# --------------------------------------------------------------------------- random attack
+
+
+def test_random_attack_is_deterministic_per_seed(tiny_model, beir_long, runs_dir):
+    args = ("--perturb", "char-swap", "--rate", "0.5,1.0", "--seeds", "2")
+    first = run_dir(attack(runs_dir, tiny_model, beir_long, *args), runs_dir)
+    second = run_dir(attack(runs_dir, tiny_model, beir_long, *args), runs_dir)
+    other = run_dir(attack(runs_dir, tiny_model, beir_long, *args, seed=7), runs_dir)
+    names = sorted(p.name for p in (first / "queries").iterdir())
+    assert names == ["char-swap-rate0.5-seed0.jsonl", "char-swap-rate0.5-seed1.jsonl",
+                     "char-swap-rate1-seed0.jsonl", "char-swap-rate1-seed1.jsonl"]
+    for name in names:
+        assert (first / "queries" / name).read_text() == (second / "queries" / name).read_text()
+    for name in ("per_query.csv", "robustness.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(first / "metrics" / name), pd.read_csv(second / "metrics" / name))
+    a = (first / "queries" / "char-swap-rate1-seed0.jsonl").read_text()
+    assert a != (first / "queries" / "char-swap-rate1-seed1.jsonl").read_text()  # seeds differ
+    assert a != (other / "queries" / "char-swap-rate1-seed7.jsonl").read_text()
+    perturbed = [json.loads(line)["text"] for line in a.splitlines()]
+    assert all(p != q for p, (_, q) in zip(perturbed, QUERIES))  # rate 1 changes every query
+    # one directory: per-query long table, robustness csv + md, one plot per measure, status completed
+    pq = pd.read_csv(first / "metrics" / "per_query.csv")
+    assert list(pq.columns) == ["system", "perturbation", "rate", "seed", "query_id", "nDCG@10", "RR@10"]
+    assert len(pq) == 3 * (1 + 4)  # clean + 2 rates x 2 seeds
+    assert (first / "plots" / "nDCG@10.png").stat().st_size > 0 and (first / "plots" / "RR@10.png").is_file()
+    assert (first / "metrics" / "robustness.md").is_file()
+    assert json.loads((first / "status.json").read_text())["status"] == "completed"
+
+
+def test_rate_zero_gives_zero_drop_and_alias_works(tiny_model, beir_long, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "perturb", "--model", tiny_model, "--dataset", beir_long,
+               "--perturb", "char-swap", "--perturb", "word-drop", "--rate", "0", "--seeds", "1",
+               "--measures", MEASURES)
+    run = run_dir(r, runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    assert set(table["perturbation"]) == {"char-swap", "word-drop"} and set(table["rate"]) == {0.0}
+    assert (table["drop"] == 0).all() and (table["clean"] == table["attacked"]).all()
+    assert (table["p_value"] == 1.0).all() and table["ci_low"].isna().all()
+    assert "n/a" in (run / "metrics" / "robustness.md").read_text()  # one seed: no interval
+
+
+def test_robustness_rows_drop_ci_and_p_value(tmp_path):
+    idx = pd.Index(["a", "b", "c", "d"], name="query_id")
+    clean = pd.DataFrame({"nDCG@10": [1.0, 0.8, 0.6, 0.4]}, index=idx)
+    wobble = pd.DataFrame({"nDCG@10": [0.02, -0.02, 0.01, -0.01]}, index=idx)  # mean 0 per seed
+    seeds = [clean - d + wobble * (i + 1) for i, d in enumerate((0.1, 0.2, 0.3))]
+    (row,) = robustness_rows("sys", "char-swap", 0.2, clean, seeds)
+    assert row["clean"] == pytest.approx(0.7) and row["attacked"] == pytest.approx(0.5)
+    assert row["drop"] == pytest.approx(0.2) and row["rel_drop"] == pytest.approx(0.2 / 0.7)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert row["ci_low"] == pytest.approx(0.2 - half) and row["ci_high"] == pytest.approx(0.2 + half)
+    pooled = sum(seeds) / 3  # each query's perturbed score averaged over seeds, then a paired t-test
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(clean["nDCG@10"], pooled["nDCG@10"]).pvalue)
+    assert row["p_value"] < 0.01
+    (one,) = robustness_rows("sys", "char-swap", 0.2, clean, seeds[:1])
+    assert math.isnan(one["ci_low"]) and one["drop"] == pytest.approx(0.1)
+    shown = write_robustness(pd.DataFrame([row, one]), tmp_path / "robustness")
+    assert shown["drop 95% CI"].tolist()[1] == "n/a"
+    assert pd.read_csv(tmp_path / "robustness.csv")["ci_low"].isna().tolist() == [False, True]
+
+
+# --------------------------------------------------------------------------- greedy
+
+
+@pytest.mark.parametrize("max_edits,max_queries,scoring", [(3, 200, "dense"), (2, 7, "dense"), (2, 30, "maxsim")])
+def test_greedy_never_worse_and_respects_budgets(tiny_model, beir_long, runs_dir, max_edits, max_queries, scoring):
+    run = run_dir(attack(runs_dir, tiny_model, beir_long, "--search", "greedy", "--success-k", "1",
+                         "--max-edits", max_edits, "--max-queries", max_queries, "--scoring", scoring), runs_dir)
+    trails = [json.loads(line) for line in (run / "queries" / "greedy.jsonl").read_text().splitlines()]
+    assert len(trails) == 3 and any(t["edits"] for t in trails)
+    for t in trails:
+        assert t["edits"] <= max_edits and t["model_queries"] <= max_queries
+        assert len(t["trail"]) == t["edits"]
+        objectives = [t["objective_clean"], *(step["objective"] for step in t["trail"])]
+        assert all(b < a for a, b in zip(objectives, objectives[1:]))  # only improving edits
+        assert t["objective_final"] <= t["objective_clean"]
+        assert sum(step["candidates"] for step in t["trail"]) <= t["model_queries"]
+        if t["status"] == "success":
+            assert t["rank_final_est"] > 1
+    summary = pd.read_csv(run / "metrics" / "greedy_summary.csv")
+    assert summary.loc[0, "queries"] == 3 and 0 <= summary.loc[0, "success_rate"] <= 1
+    assert summary.loc[0, "mean_model_queries"] <= max_queries
+    assert (run / "metrics" / "robustness.csv").is_file() and (run / "metrics" / "per_query.csv").is_file()
+
+
+class _ToyScorer:
+    """A stand-in scorer: a text's vector counts letters, documents are fixed vectors; it records
+    every batch it is asked to encode."""
+
+    def __init__(self, docs: np.ndarray) -> None:
+        self.docs = docs
+        self.batches: list[int] = []
+
+    def encode(self, texts):
+        self.batches.append(len(texts))
+        return [np.array([t.count(c) for c in "aeiou"], dtype=float) for t in texts]
+
+    def scores(self, reps, rows):
+        return np.stack(reps) @ self.docs[np.asarray(rows, dtype=int)].T if len(rows) else np.zeros((len(reps), 0))
+
+    def top(self, text, rep, n):
+        return np.argsort(-(self.docs @ rep), kind="stable")[:n]
+
+
+@pytest.mark.parametrize("max_queries", [1, 5, 40, 1000])
+def test_greedy_query_budget_and_one_batch_per_step(max_queries):
+    rng = np.random.default_rng(0)
+    scorer = _ToyScorer(rng.normal(size=(30, 5)))
+    cfg = build(AttackConfig, max_edits=4, max_queries=max_queries, success_k=3)
+    text = "a relevant query about unusual adversarial examples"
+    rel = np.array([int(np.argmax(scorer.docs @ scorer.encode([text])[0]))])
+    scorer.batches.clear()
+    r = greedy_query(scorer, parse_spec("char-swap"), "q", text, rel, set(), cfg, random.Random(0))
+    assert r.model_queries == sum(scorer.batches[1:]) <= max_queries  # batches[0]: the clean query
+    assert len(scorer.batches) - 1 == len(r.trail) + (r.stop in ("no-improvement",))  # one batch per step
+    assert r.edits <= 4 and r.objective_final <= r.objective_clean
+    objs = [r.objective_clean] + [s["objective"] for s in r.trail]
+    assert objs == sorted(objs, reverse=True) and len(set(objs)) == len(objs)
+
+
+def test_first_relevant_rank():
+    run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7}}
+    assert first_relevant_rank(run, {"q": {"b": 1}}, 1000) == {"q": 2}
+    assert first_relevant_rank(run, {"q": {"z": 1}}, 1000) == {"q": 1001}
+    assert isinstance(GreedyState(0.0, 1, np.zeros(0), 0.0, 0.0).pool, np.ndarray)
+
+
+# --------------------------------------------------------------------------- bare attack
+
+
+def _fake_distill(runs_dir: Path, name: str, tiny_model: Path, dataset: Path, status: str = "completed") -> Path:
+    run = runs_dir / name
+    shutil.copytree(tiny_model, run / "checkpoint")
+    (run / "config.json").write_text(json.dumps({"command": "distill", "teacher": str(tiny_model),
+                                                 "side": "query", "bitext": str(dataset), "seed": 0}))
+    (run / "status.json").write_text(json.dumps({"status": status}))
+    return run
+
+
+def test_bare_attack_uses_newest_completed_distill_run(tiny_model, beir_long, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "attack", "--perturb", "char-swap")
+    assert r.exit_code == 2 and "clirkit distill" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    _fake_distill(runs_dir, "20260101-000000-distill-aaaaaaaa", tiny_model, beir_long)
+    newest = _fake_distill(runs_dir, "20260102-000000-distill-bbbbbbbb", tiny_model, beir_long)
+    _fake_distill(runs_dir, "20260103-000000-distill-cccccccc", tiny_model, beir_long, status="failed")
+    r = invoke("--runs-dir", runs_dir, "attack", "--perturb", "char-swap", "--rate", "0.5", "--seeds", "1",
+               "--measures", MEASURES)
+    run = run_dir(r, runs_dir)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["attacked_run"] == str(newest) and manifest["dataset"] == str(beir_long)
+    assert newest.name in (run / "log.txt").read_text()
+    assert manifest["systems"][0]["name"] == newest.name
+
+
+# --------------------------------------------------------------------------- user errors
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--perturb", "char-swop"), "unknown perturbation 'char-swop'"),
+    (("--rate", "1.5"), "outside [0, 1]"),
+    (("--rate", "-0.1"), "outside [0, 1]"),
+    (("--search", "greedy", "--max-edits", "0"), "max_edits"),
+    (("--search", "greedy", "--max-queries", "0"), "max_queries"),
+    (("--perturb", "char-swap:rate=2"), "outside [0, 1]"),
+    (("--measures", "nDCG@x"), "unknown measure"),
+])
+def test_bad_input_is_one_line_exit_2(tiny_model, beir_long, runs_dir, args, message):
+    r = attack(runs_dir, tiny_model, beir_long, *args)
+    assert r.exit_code == 2, r.stdout
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not runs_dir.exists() or not any(runs_dir.glob("*-attack-*"))  # failed before any work
+
+
+def test_empty_query_is_one_line_exit_2(tiny_model, tmp_path, runs_dir):
+    ds = write_beir(tmp_path / "empty-q", queries=[*QUERIES[:2], ("q3", "   ")], card={"name": "e"})
+    r = attack(runs_dir, tiny_model, ds)
+    assert r.exit_code == 2 and "'q3' is empty" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- query translation
+
+
+def _rank(run: Path, qid: str, doc: str) -> int:
+    for line in (run / "run.trec").read_text().splitlines():
+        q, _, d, rank, *_ = line.split()
+        if q == qid and d == doc:
+            return int(rank)
+    raise AssertionError(f"{doc} not retrieved for {qid}")
+
+
+def test_eval_lexicon_translation_moves_queries(tiny_model, tmp_path, runs_dir):
+    # "foreign" queries whose lexicon maps every word onto d2's words: d2 must rise to the top
+    ds = write_beir(tmp_path / "foreign", queries=[("q1", "Aaa bbb ccc"), ("q2", "zzz yyy")],
+                    qrels=[("q1", "d2", 1), ("q2", "d4", 1)], card={"name": "foreign"})
+    lex = tmp_path / "lex.tsv"
+    lex.write_text("foreign\tenglish\tscore\naaa\tstock\t1\nbbb\tmarkets\t1\nccc\tfell\t1\n")
+    plain = run_dir(invoke("--runs-dir", runs_dir, "eval", "--model", tiny_model, "--dataset", ds), runs_dir)
+    translated = run_dir(invoke("--runs-dir", runs_dir, "eval", "--model", tiny_model, "--dataset", ds,
+                                "--query-translation", f"lexicon:{lex}"), runs_dir)
+    assert _rank(translated, "q1", "d2") == 1 and _rank(plain, "q1", "d2") >= _rank(translated, "q1", "d2")
+    assert json.loads((translated / "config.json").read_text())["query_translation"] == f"lexicon:{lex}"
+    # untranslatable words are kept: q2's ranking is the untranslated one
+    assert _rank(translated, "q2", "d4") == _rank(plain, "q2", "d4")
+
+
+def test_translator_for_induces_and_caches(tmp_path, monkeypatch):
+    from clirkit.data.formats import load_dataset
+    from clirkit.lexicon import translator_for
+
+    monkeypatch.setenv("CLIRKIT_CACHE", str(tmp_path / "cache"))
+    ds_path = write_beir(tmp_path / "with-bitext", docs=DOCS, queries=[("q1", "pusa sa banig")], qrels=QRELS[:1],
+                         card={"name": "with-bitext"})
+    (ds_path / "bitext").mkdir()
+    pairs = [("the cat", "ang pusa"), ("a cat sleeps", "natutulog ang pusa"), ("on the mat", "sa banig"),
+             ("the mat", "ang banig"), ("a black cat", "itim na pusa"), ("red mat", "pulang banig")]
+    (ds_path / "bitext" / "train.tsv").write_text(
+        "id\tsrc\ttgt\n" + "".join(f"p{i}\t{s}\t{t}\n" for i, (s, t) in enumerate(pairs)))
+    ds = load_dataset(ds_path)
+    out = translator_for("lexicon", ds)({"q1": "Pusa sa banig"})
+    assert out["q1"].split()[0] == "Cat" and out["q1"].split()[-1] == "mat"
+    cached = list((tmp_path / "cache" / "lexicon").glob("*.tsv"))
+    assert len(cached) == 1
+    assert translator_for("lexicon", ds)({"q1": "Pusa sa banig"}) == out  # from the cache this time
+
+
+def test_attack_compares_systems_with_and_without_translation(tiny_model, beir_long, tmp_path, runs_dir):
+    lex = tmp_path / "lex.tsv"
+    lex.write_text("foreign\tenglish\tscore\nkitten\tcat\t1\nrainfall\train\t1\n")
+    run = run_dir(attack(runs_dir, tiny_model, beir_long, "--rate", "0.5", "--seeds", "1",
+                         "--query-translation", "none", "--query-translation", f"lexicon:{lex}"), runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    assert set(table["system"]) == {tiny_model.name, f"{tiny_model.name}+lexicon:lex.tsv"}
+
+
+def test_dataset_of_run_reads_config_then_manifest(tmp_path, beir_long):
+    from clirkit.attack import dataset_of_run
+    from clirkit.errors import ClirkitError
+
+    run = tmp_path / "20260101-000000-distill-x"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"bitext": None, "pair": "en-tl", "teacher": "minilm"}))
+    (run / "manifest.json").write_text(json.dumps({"bitext": {"folder": str(beir_long), "pair": "en-tl"}}))
+    assert dataset_of_run(run) == beir_long
+    (run / "config.json").write_text(json.dumps({"bitext": str(beir_long / "bitext" / "train.tsv")}))
+    assert dataset_of_run(run) == beir_long  # the table sits inside the test collection
+    (run / "config.json").write_text(json.dumps({"bitext": str(tmp_path)}))
+    (run / "manifest.json").write_text(json.dumps({}))
+    with pytest.raises(ClirkitError, match="records no test collection"):
+        dataset_of_run(run)
