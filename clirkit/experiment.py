@@ -184,7 +184,7 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
             for extra in searches:
                 acfg = build(AttackConfig, f"attack of {name}", model=[models[(name, first_seed)]],
                              dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
-                             scoring=scoring, query_translation=by_name[name].query_translation,
+                             scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
                              measures=cfg.eval.measures, runs_dir=cfg.runs_dir, seed=first_seed,
                              device=cfg.device, **extra)
                 path = run_attack(acfg)
