@@ -65,7 +65,8 @@ def _call(fn, cfg: Config) -> None:
     except ClirkitError as e:
         err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
-    print(path, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+        print(path, flush=True)
 
 
 def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) -> Config:
@@ -301,7 +302,7 @@ def distill_cmd(
     = False,
     epochs: Annotated[int, typer.Option(help="passes over the training bitext")] = 3,
     batch_size: Annotated[int, typer.Option(help="pairs per optimizer step (over all processes)")] = 64,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate [default: 0.01 static, 2e-5 otherwise]")]
+    lr: Annotated[float | None, typer.Option(help="peak learning rate (default 0.01 static, 2e-5 otherwise)")]
     = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (transformer students)")] = 0.01,
     warmup: Annotated[float, typer.Option(help="fraction of steps with linear warmup (then linear decay)")] = 0.1,
@@ -316,15 +317,22 @@ def distill_cmd(
     vocab_size: Annotated[int, typer.Option(help="static student: WordPiece vocabulary size")] = 16000,
     max_length: Annotated[int, typer.Option(help="foreign side: maximum tokens per sentence")] = 128,
     cost: Annotated[str, typer.Option(help="OT cost between token embeddings: cosine or sqeuclidean")] = "cosine",
-    cost_scale: Annotated[str, typer.Option(help="OT cost divisor: auto, none, dim, median, or a number")] = "auto",
+    cost_scale: Annotated[str | None, typer.Option(help="OT cost divisor: auto, none, dim or a number "
+                                                        "[default: the loss's]")] = None,
     token_weights: Annotated[str, typer.Option(help="OT token weights: uniform or idf")] = "uniform",
-    eps: Annotated[float, typer.Option(help="Sinkhorn entropic regularisation (cost units)")] = 0.05,
-    iters: Annotated[int, typer.Option(help="Sinkhorn iterations")] = 50,
-    anneal_from: Annotated[float, typer.Option(help="first eps of the eps-scaling schedule (<= eps: off)")] = 1.0,
-    anneal_iters: Annotated[int, typer.Option(help="Sinkhorn iterations spent annealing eps")] = 30,
+    eps_scale: Annotated[str | None, typer.Option(help="unit of eps: cost, median or spread (default: the loss's)")]
+    = None,
+    eps: Annotated[float | None, typer.Option(help="Sinkhorn entropic regularisation (default: the loss's)")] = None,
+    iters: Annotated[int | None, typer.Option(help="Sinkhorn iterations (default: the loss's)")] = None,
+    anneal_from: Annotated[float | None, typer.Option(
+        help="first eps of the eps-scaling schedule (default: the loss's)")] = None,
+    anneal_iters: Annotated[int | None, typer.Option(
+        help="Sinkhorn iterations spent annealing eps (default: the loss's)")] = None,
     ot_grad_plan: Annotated[bool, typer.Option(help="backpropagate through the Sinkhorn iterations")] = False,
-    ot_weight: Annotated[float, typer.Option(help="ot+mse: weight of the OT term")] = 1.0,
-    mse_weight: Annotated[float, typer.Option(help="ot+mse: weight of the MSE term")] = 1.0,
+    ot_weight: Annotated[float | None, typer.Option(help="ot+mse: weight of the OT term (default 1)")] = None,
+    mse_weight: Annotated[float | None, typer.Option(help="ot+mse: weight of the MSE term (default 1)")] = None,
+    augment: Annotated[str | None, typer.Option(
+        help="perturb the foreign training side on the fly, e.g. char-swap:rate=0.1 (robust distillation)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue a stopped distill run (into a new run directory)")]
     = None,
 ) -> None:
@@ -338,9 +346,10 @@ def distill_cmd(
                                max_pairs=max_pairs, dev_pairs=dev_pairs, eval_every=eval_every,
                                save_every=save_every, log_every=log_every, scoring=scoring, vocab_size=vocab_size,
                                max_length=max_length, cost=cost, cost_scale=cost_scale,
-                               token_weights=token_weights, eps=eps, iters=iters,
+                               token_weights=token_weights, eps_scale=eps_scale, eps=eps, iters=iters,
                                anneal_from=anneal_from, anneal_iters=anneal_iters, ot_grad_plan=ot_grad_plan,
-                               ot_weight=ot_weight, mse_weight=mse_weight, resume=resume))
+                               ot_weight=ot_weight, mse_weight=mse_weight, augment=augment,
+                               resume=resume))
 
 
 @app.command("reproduce")

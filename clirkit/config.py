@@ -163,25 +163,34 @@ class DistillConfig(CommandConfig):
                                                   "interaction, re-ranking the dense top dev_rerank_k)")
     dev_rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim on dev")
     cost: Literal["cosine", "sqeuclidean"] = Field("cosine", description="OT cost between token embeddings")
-    cost_scale: str | float = Field("auto", description="OT cost divisor: auto (none for cosine, median for "
-                                                        "sqeuclidean), none, dim, median, or a positive number")
     token_weights: Literal["uniform", "idf"] = Field("uniform", description="OT marginals over tokens (special and "
                                                                           "padding tokens always weigh 0)")
-    eps: float = Field(0.05, gt=0, description="Sinkhorn entropic regularisation (cost units)")
-    iters: int = Field(50, ge=1, description="Sinkhorn iterations")
-    anneal_from: float = Field(1.0, gt=0, description="first eps of the eps-scaling schedule (<= eps: no annealing)")
-    anneal_iters: int = Field(30, ge=0, description="Sinkhorn iterations spent annealing eps")
+    # OT parameters left None take the loss's own defaults (clirkit.losses.OTLoss, one source of
+    # truth); the resolved values are written to manifest.json under loss.params.
+    cost_scale: str | float | None = Field(None, description="OT cost divisor: auto, none, dim or a positive "
+                                                             "number (default: the loss's)")
+    eps_scale: str | None = Field(None, description="unit of eps: cost, median or spread (default: the loss's)")
+    eps: float | None = Field(None, gt=0, description="Sinkhorn entropic regularisation, in eps_scale units "
+                                                      "(default: the loss's)")
+    iters: int | None = Field(None, ge=1, description="Sinkhorn iterations (default: the loss's)")
+    anneal_from: float | None = Field(None, gt=0, description="first eps of the eps-scaling schedule "
+                                                              "(default: the loss's)")
+    anneal_iters: int | None = Field(None, ge=0, description="Sinkhorn iterations spent annealing eps "
+                                                             "(default: the loss's)")
     ot_grad_plan: bool = Field(False, description="backpropagate through the Sinkhorn iterations (default: the "
                                                   "plan is a constant, the envelope-theorem gradient)")
-    ot_weight: float = Field(1.0, ge=0, description="weight of the OT term in ot+mse")
-    mse_weight: float = Field(1.0, ge=0, description="weight of the MSE term in ot+mse")
+    ot_weight: float | None = Field(None, ge=0, description="weight of the OT term in ot+mse (default: the loss's)")
+    mse_weight: float | None = Field(None, ge=0, description="weight of the MSE term in ot+mse (default: the "
+                                                             "loss's)")
     teacher_batch_size: int = Field(64, ge=1, description="batch size for encoding the English side with the teacher")
+    augment: str | None = Field(None, description="perturb the foreign side of the training bitext on the fly, "
+                                                  "e.g. char-swap:rate=0.1 (robust distillation)")
     resume: Path | None = Field(None, description="continue a stopped distill run from its last/ state (a new run "
                                                   "directory records resumed_from)")
 
     @field_validator("cost_scale")
     @classmethod
-    def _cost_scale(cls, v: str | float) -> str | float:
+    def _cost_scale(cls, v: str | float | None) -> str | float | None:
         # "0.5" from the command line is the number 0.5; words are checked by the loss itself.
         if isinstance(v, str):
             try:

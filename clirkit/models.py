@@ -194,7 +194,16 @@ class Encoder:
     def encode_tokens(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> list[np.ndarray]:
         """Per-text token embeddings, special and padding tokens removed (for MaxSim scoring)."""
         import torch
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
+        if isinstance(self.model[0], StaticEmbedding):
+            # A static student outputs no token_embeddings: its token vectors are the rows of its
+            # embedding table for the tokenizer's ids (the vectors its mean pooling averages).
+            table = self.model[0].embedding.weight.detach()
+            rows = [table[enc.ids] for enc in self.model[0].tokenizer.encode_batch(texts, add_special_tokens=False)]
+            if normalize:
+                rows = [torch.nn.functional.normalize(r, dim=-1) for r in rows]
+            return [r.float().cpu().numpy() for r in rows]
         out: list[np.ndarray] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]

@@ -1,0 +1,299 @@
+"""``clirkit distill`` end to end on a tiny synthetic bitext with the tiny 32-d BERT teacher.
+
+The bitext pairs English sentences over 20 common words with a made-up "language" whose
+words are the English ones reversed plus "o" (cat -> taco), in the same order, so a static
+student can learn it in a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from clirkit.cli import app
+
+runner = CliRunner()
+WORDS = "cat dog house river king water bread light night day tree stone fire wind sea bird fish horse sword city"
+FOREIGN = {w: "".join(reversed(w)) + "o" for w in WORDS.split()}
+
+
+def write_bitext(root: Path, n_train: int = 200, n_dev: int = 50, pair: str = "en-xx") -> Path:
+    rng = random.Random(0)
+    words = WORDS.split()
+    (root / "bitext").mkdir(parents=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(root / "bitext" / f"{split}.tsv", "w", encoding="utf-8") as f:
+            f.write("id\tsrc\ttgt\n")
+            for i in range(n):
+                ws = rng.sample(words, rng.randint(3, 7))
+                f.write(f"{split}{i}\tthe {' '.join(ws)}\t{' '.join(FOREIGN[w] for w in ws)}\n")
+    (root / "dataset.json").write_text(json.dumps({"name": root.name, "pair": pair, "kind": "bitext"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def bitext(tmp_path_factory) -> Path:
+    return write_bitext(tmp_path_factory.mktemp("data") / "bitext-en-xx")
+
+
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory) -> Path:
+    """A 48-d BERT: a student whose width differs from the 32-d teacher's."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from clirkit.models import resolve
+
+    torch.manual_seed(1)
+    tok = BertTokenizerFast.from_pretrained(resolve("minilm").location)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    raw = tmp_path_factory.mktemp("wide-raw")
+    BertModel(cfg).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    word = models.Transformer(str(raw), max_seq_length=64)
+    out = tmp_path_factory.mktemp("wide")
+    SentenceTransformer(modules=[word, models.Pooling(48, pooling_mode="mean")], device="cpu").save(str(out))
+    return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these problems are tiny, and on a shared, oversubscribed CPU torch's
+    thread pool makes small elementwise ops (Sinkhorn's log-sum-exp) 10x slower, not faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def shared_cache(tmp_path_factory, monkeypatch):
+    """One teacher-output cache for the whole session: each test would otherwise re-encode the bitext."""
+    root = tmp_path_factory.getbasetemp() / "clirkit-cache"
+    monkeypatch.setenv("CLIRKIT_CACHE", str(root))
+    return root
+
+
+def distill(runs_dir: Path, *args) -> tuple[object, Path | None]:
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "distill", *map(str, args)], catch_exceptions=False)
+    path = Path(r.stdout.strip().splitlines()[-1]) if r.exit_code == 0 else None
+    return r, path
+
+
+def small(bitext: Path, teacher: Path, *extra) -> list:
+    return ["--bitext", bitext, "--teacher", teacher, "--vocab-size", 300, "--batch-size", 32, *extra]
+
+
+def training(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "metrics" / "training.csv")
+
+
+@pytest.mark.parametrize("loss", ["mse", "ot"])
+def test_static_student_lowers_dev_loss(loss, bitext, tiny_model, runs_dir):
+    r, run = distill(runs_dir, *small(bitext, tiny_model, "--loss", loss, "--epochs", 4, "--lr", 0.05))
+    assert r.exit_code == 0, r.stderr
+    df = training(run)
+    dev = df.dropna(subset=["dev_loss"])
+    assert dev["step"].iloc[0] == 0 and dev["step"].iloc[-1] == df["step"].max() == 28  # 4 epochs x 7 steps
+    assert dev["dev_loss"].iloc[-1] < 0.8 * dev["dev_loss"].iloc[0]
+    assert {"loss", "lr", "pairs_per_s", "dev_RR@10", "dev_R@1"} <= set(df.columns)
+    for f in ("config.json", "manifest.json", "log.txt", "checkpoint/model.safetensors", "last/state.pt",
+              "last/model/model.safetensors", "tokenizer/tokenizer.json", "plots/training.png"):
+        assert (run / f).is_file(), f
+    config = json.loads((run / "config.json").read_text())
+    assert config["teacher"] == str(tiny_model) and config["side"] == "query" and config["lr"] == 0.05
+    manifest = json.loads((run / "manifest.json").read_text())
+    if loss == "ot":  # OT parameters left at the loss's defaults are written out resolved
+        assert config["eps"] is None and manifest["loss"]["params"]["eps"] > 0
+        assert manifest["loss"]["backend"] == "clirkit.ot.sinkhorn_log"
+    assert any(k.endswith("train.tsv") for k in manifest["inputs"]["bitext_train"])
+    assert any(k.endswith("model.safetensors") for k in manifest["inputs"]["teacher"])
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_checkpoint_loads_and_pairs_with_teacher(bitext, tiny_model, runs_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from clirkit.models import load_pair
+
+    r, run = distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--epochs", 1, "--max-length", 4))
+    assert r.exit_code == 0, r.stderr
+    st = SentenceTransformer(str(run / "checkpoint"), device="cpu")
+    emb = st.encode(["taco god", "thgin"], convert_to_numpy=True)
+    assert emb.shape == (2, 32)
+    pair = load_pair(str(run))
+    assert pair.query.name == str(run) and pair.doc.name == str(tiny_model)
+    # maxsim: a static student's token vectors are its table rows, one per (truncated) token
+    tokens = pair.query.encode_tokens(["taco god", "dniwo dribo hsifo taco god nevero"])
+    assert [t.shape[1] for t in tokens] == [32, 32] and len(tokens[1]) == 4
+    np.testing.assert_allclose(np.linalg.norm(tokens[0], axis=1), 1.0, rtol=1e-5)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert 0 < manifest["student"]["foreign_truncated"] < 1
+
+
+def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp_path):
+    """Embedding rows, masked mean and (like a normalising teacher) L2 norm: the same vectors after saving."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    from clirkit.config import DistillConfig
+    from clirkit.distill import build_student
+    from clirkit.models import load_encoder
+
+    SentenceTransformer(modules=[*SentenceTransformer(str(tiny_model), device="cpu"), Normalize()],
+                        device="cpu").save(str(tmp_path / "teacher"))
+    teacher = load_encoder(str(tmp_path / "teacher"))
+    texts = [" ".join(FOREIGN[w] for w in ws.split()) for ws in ("cat dog", "king water bread light night day")]
+    cfg = DistillConfig(student="static", vocab_size=300, max_length=5)
+    student = build_student(cfg, teacher, None, texts * 10, tmp_path / "cache", "cpu")
+    with torch.no_grad():
+        _, mask, sent = student(student.tokenize([*texts, ""]))
+    assert mask.sum(1).tolist() == [2, 5, 0]  # truncated at max_length; an empty text has no tokens
+    np.testing.assert_allclose(sent[:2].norm(dim=1).numpy(), 1.0, rtol=1e-6)
+    student.save(tmp_path / "checkpoint")
+    saved = SentenceTransformer(str(tmp_path / "checkpoint"), device="cpu")
+    torch.testing.assert_close(saved.encode([*texts, ""], convert_to_tensor=True), sent, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
+    import clirkit.distill as distill_mod
+
+    args = small(bitext, tiny_model, "--loss", "ot+mse", "--epochs", 2, "--save-every", 3, "--eval-every", 5)
+    r, straight = distill(runs_dir / "a", *args)
+    assert r.exit_code == 0, r.stderr
+
+    real_save = distill_mod.save_state
+
+    def save_then_die(run_path, student, state):
+        real_save(run_path, student, state)
+        if state["step"] == 6:  # killed mid-epoch, right after the state at step 6 was saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_mod, "save_state", save_then_die)
+    r, _ = distill(runs_dir / "b", *args)
+    assert r.exit_code != 0
+    monkeypatch.setattr(distill_mod, "save_state", real_save)
+    (killed,) = (runs_dir / "b").iterdir()
+    assert json.loads((killed / "status.json").read_text())["status"] == "failed"
+
+    r, resumed = distill(runs_dir / "c", "--resume", killed)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((resumed / "manifest.json").read_text())["resumed_from"] == str(killed)
+    a = load_file(straight / "last" / "model" / "model.safetensors")
+    c = load_file(resumed / "last" / "model" / "model.safetensors")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    a_rows, c_rows = training(straight), training(resumed)
+    assert a_rows["step"].tolist() == c_rows["step"].tolist()
+    np.testing.assert_array_equal(a_rows["loss"].to_numpy(), c_rows["loss"].to_numpy())
+
+
+@pytest.mark.parametrize("extra", [
+    ["--loss", "ot+mse", "--cost", "sqeuclidean", "--token-weights", "idf", "--scoring", "maxsim",
+     "--ot-weight", 0.5, "--eps", 0.1, "--iters", 20, "--anneal-from", 2.0, "--anneal-iters", 10],
+    ["--loss", "ot", "--student", "copy", "--side", "document", "--ot-grad-plan", "--token-weights", "idf"],
+    ["--loss", "mse", "--student", "copy", "--scoring", "maxsim", "--max-pairs", 64, "--dev-pairs", 16],
+    ["--loss", "mse", "--student", "WIDE", "--project"],
+    ["--loss", "zero-shot", "--side", "document"],
+], ids=["static-ot+mse", "copy-ot-document", "copy-mse-maxsim", "model-projected", "zero-shot"])
+def test_options_through_cli(extra, bitext, tiny_model, wide_model, runs_dir):
+    from clirkit.models import load_pair
+
+    extra = [str(wide_model) if x == "WIDE" else x for x in extra]
+    r, run = distill(runs_dir, *small(bitext, tiny_model, "--epochs", 1, "--max-pairs", 64, *extra))
+    assert r.exit_code == 0, r.stderr
+    config = json.loads((run / "config.json").read_text())
+    pair = load_pair(str(run))
+    student, teacher = (pair.query, pair.doc) if config["side"] == "query" else (pair.doc, pair.query)
+    assert student.name == str(run) and teacher.name == str(tiny_model)
+    assert student.encode(["taco god"]).shape == (1, 32)
+    df = training(run)
+    assert "dev_RR@10" in df.columns
+    if config["loss"] == "zero-shot":
+        assert student.fingerprint == teacher.fingerprint  # the teacher's own files: indexes are shared
+    else:
+        assert df["step"].max() == 2
+
+
+def one_line_error(r) -> str:
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(bitext, tiny_model, wide_model, runs_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    line = one_line_error(distill(runs_dir, "--pair", "en-tl", "--teacher", tiny_model)[0])
+    assert "clirkit prepare bible --pair en-tl" in line
+    line = one_line_error(distill(runs_dir, "--pair", "en-zz", "--teacher", tiny_model)[0])
+    assert "clirkit prepare bitext --pair en-zz" in line
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--loss", "kl"))[0])
+    assert "unknown loss 'kl'" in line and all(n in line for n in ("mse", "ot+mse", "zero-shot"))
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--student", "nosuch"))[0])
+    assert "unknown student 'nosuch'" in line and "copy, static" in line
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--student", wide_model))[0])
+    assert "48-d" in line and "32-d" in line and "--project" in line
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--pair", "en-tl"))[0])
+    assert "the bitext is en-xx, not en-tl" in line
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # nothing was started
+
+
+def test_pair_finds_prepared_bitext_under_data(bitext, tiny_model, runs_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(bitext, tmp_path / "data" / "bitext-en-xx")
+    monkeypatch.chdir(tmp_path)
+    r, run = distill(runs_dir, "--pair", "en-xx", "--teacher", tiny_model, "--loss", "zero-shot", "--dev-pairs", 0)
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["bitext"] == str(Path("data") / "bitext-en-xx") and manifest["pair"] == "en-xx"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(bitext, tiny_model, tmp_path, shared_cache):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CLIRKIT_CACHE": str(shared_cache), "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "clirkit", "--runs-dir", str(runs),
+           "distill", *map(str, small(bitext, tiny_model, "--loss", "ot+mse", "--epochs", 2))]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run,) = runs.iterdir()  # only rank 0 made a run directory
+    paths = {line for line in p.stdout.splitlines() if line.strip()}
+    assert paths == {str(run)}  # every rank printed the same path
+    assert json.loads((run / "manifest.json").read_text())["world_size"] == 2
+    df = training(run)
+    assert df["step"].max() == 14  # 200 pairs, 16 per process per step, 2 epochs
+    assert (run / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_augment_perturbs_the_foreign_side_deterministically(bitext, tiny_model, runs_dir):
+    from safetensors.torch import load_file
+
+    def weights(run):
+        return load_file(next((run / "checkpoint").rglob("*.safetensors")))
+
+    _, plain = distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--epochs", "1"))
+    r1, noisy = distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--epochs", "1",
+                                         "--augment", "char-swap:rate=0.5"))
+    _, again = distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--epochs", "1",
+                                        "--augment", "char-swap:rate=0.5"))
+    assert r1.exit_code == 0, r1.stderr
+    w_plain, w_noisy, w_again = weights(plain), weights(noisy), weights(again)
+    assert any(not torch.equal(w_plain[k], w_noisy[k]) for k in w_plain)  # the noise reached training
+    assert all(torch.equal(w_noisy[k], w_again[k]) for k in w_noisy)  # and is seeded
+    bad, _ = distill(runs_dir, *small(bitext, tiny_model, "--augment", "char-swap:rate=2"))
+    assert bad.exit_code == 2 and "rate" in bad.stderr
