@@ -210,6 +210,11 @@ def attack_cmd(
         help="encoder to attack (repeatable): folder, hub id, distill run, 'minilm'; "
              "default: the newest completed distill run")] = None,
     dataset: Annotated[Path | None, typer.Option(help="prepared dataset (default: the distill run's)")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="xglue: perturb the XGLUE queries instead")] = None,
+    task: Annotated[str, typer.Option(help="XGLUE task: wpr, qam or qadsm")] = "wpr",
+    lang: Annotated[str | None, typer.Option(help="XGLUE languages, comma separated (default: all)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="XGLUE folder (default $CLIRKIT_XGLUE_DIR, data/xglue)")]
+    = None,
     rate: Annotated[str | None, typer.Option(help="rates in [0,1], comma separated, overriding each spec's")]
     = None,
     seeds: Annotated[int, typer.Option(help="perturbation seeds per spec and rate (--seed, --seed+1, ...)")] = 3,
@@ -234,8 +239,12 @@ def attack_cmd(
     from clirkit.attack import run_attack
     from clirkit.config import AttackConfig
 
+    if benchmark == "xglue" and split == "test":
+        split = "dev"  # XGLUE's labelled files are the dev sets
     _call(run_attack, _config(AttackConfig, ctx, perturb=perturb or ["char-swap"], model=_split_commas(model),
-                              dataset=dataset, rates=_split_commas([rate] if rate else None), seeds=seeds,
+                              dataset=dataset, benchmark=benchmark, task=task, data_dir=data_dir,
+                              langs=lang.replace(" ", "").split(",") if lang else None,
+                              rates=_split_commas([rate] if rate else None), seeds=seeds,
                               search=search, max_edits=max_edits, max_queries=max_queries, success_k=success_k,
                               objective=objective, sample=sample,
                               query_translation=_split_commas(query_translation),

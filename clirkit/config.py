@@ -219,6 +219,11 @@ class AttackConfig(CommandConfig):
     model: list[str] = Field(default_factory=list, description="encoders to attack (folder, hub id, distill run or "
                                                               "'minilm'); empty: the newest completed distill run")
     dataset: Path | None = Field(None, description="prepared dataset folder (default: the distill run's dataset)")
+    benchmark: Literal["xglue"] | None = Field(None, description="attack a benchmark's own files (xglue) "
+                                                                 "instead of a prepared dataset")
+    task: str = Field("wpr", description="XGLUE task: wpr, qam or qadsm")
+    langs: list[str] | None = Field(None, description="XGLUE languages (default: all of the task's)")
+    data_dir: Path | None = Field(None, description="XGLUE folder (default $CLIRKIT_XGLUE_DIR, then data/xglue)")
     perturb: list[str] = Field(default_factory=lambda: ["char-swap"],
                                description="perturbation specs such as char-swap or word-drop:rate=0.1")
     rates: list[float] = Field(default_factory=list, description="rates overriding every spec's rate (random search)")

@@ -304,3 +304,17 @@ def test_dataset_of_run_reads_config_then_manifest(tmp_path, beir_long):
     (run / "manifest.json").write_text(json.dumps({}))
     with pytest.raises(ClirkitError, match="records no test collection"):
         dataset_of_run(run)
+
+
+def test_attack_xglue_per_language(tiny_model, runs_dir):
+    fixtures = Path(__file__).parent / "fixtures" / "xglue"
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "attack", "--benchmark", "xglue", "--task", "qam",
+                            "--model", str(tiny_model), "--data-dir", str(fixtures), "--rate", "0,0.5",
+                            "--seeds", "2"])
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    table = pd.read_csv(run / "metrics" / "xglue_qam_robustness.csv")
+    assert set(table["lang"]) == {"de", "en", "fr"} and set(table["rate"]) == {0.0, 0.5}
+    zero = table[table["rate"] == 0.0]
+    assert (zero["drop"] == 0).all() and (zero["attacked"] == zero["clean"]).all()  # rate 0 is no attack
+    np.testing.assert_allclose(table["drop"], table["clean"] - table["attacked"], atol=1e-12)
