@@ -61,6 +61,7 @@ class AttackGrid(Config):
     seeds: int = Field(3, ge=1, description="perturbation seeds per rate")
     scoring: list[Scoring] = Field(default_factory=lambda: ["dense"], description="scorings to attack")
     systems: list[str] | None = Field(None, description="systems to attack (default: all)")
+    sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many queries")
     greedy: dict[str, Any] | None = Field(None, description="also run the greedy attack with these options "
                                                             "(e.g. sample, max_edits, max_queries)")
 
@@ -176,7 +177,8 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
     dataset = grid.dataset or cfg.eval.datasets[0]
     first_seed = cfg.seeds[0]
     names = grid.systems or [s.name for s in cfg.systems]
-    searches: list[dict[str, Any]] = [{}] + ([{"search": "greedy", **grid.greedy}] if grid.greedy else [])
+    searches: list[dict[str, Any]] = [{"sample": grid.sample}] + (
+        [{"search": "greedy", **grid.greedy}] if grid.greedy else [])
     for name in names:
         if name not in by_name:
             raise ClirkitError(f"attack names unknown system {name!r}", fix=f"use one of: {', '.join(by_name)}")
