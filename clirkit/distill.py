@@ -42,7 +42,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1110,6 +1110,28 @@ def _progress():
     return progress()
 
 
+@contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers)
+    raises KeyboardInterrupt like Ctrl-C, so the run ends ``failed``, renamed into place, with
+    its ``last/`` state ready for ``--resume``, instead of dying as a half-written ``.tmp``."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -1173,7 +1195,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
 
     ctx = start_run(cfg.runs_dir, "distill", cfg, cfg.seed) if env.main else nullcontext()
     path: Path | None = None
-    with ctx as run:
+    with terminate_as_interrupt(), ctx as run:
         if run is not None:
             inputs = {**bitext.files, "teacher": teacher.folder}
             if model_student is not None:

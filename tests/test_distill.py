@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -179,8 +180,8 @@ def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
 
     def save_then_die(run_path, student, state):
         real_save(run_path, student, state)
-        if state["step"] == 6:  # killed mid-epoch, right after the state at step 6 was saved
-            raise KeyboardInterrupt
+        if state["step"] == 6:  # killed (SIGTERM) mid-epoch, right after the state at step 6 was saved
+            os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(distill_mod, "save_state", save_then_die)
     r, _ = distill(runs_dir / "b", *args)
