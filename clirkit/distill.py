@@ -223,11 +223,6 @@ def load_bitext(cfg: DistillConfig) -> Bitext:
 # --------------------------------------------------------------------------- caches
 
 
-def cache_root() -> Path:
-    """``$CLIRKIT_CACHE`` or ``experiments/cache``."""
-    return Path(os.environ.get("CLIRKIT_CACHE", "experiments/cache"))
-
-
 def _content_key(meta: list[Any], texts: list[str]) -> str:
     h = hashlib.sha256(json.dumps(meta).encode())
     for t in texts:
@@ -1172,7 +1167,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
         The run directory (on every process of a torchrun job).
     """
     from clirkit.models import load_encoder
-    from clirkit.rundir import start_run
+    from clirkit.rundir import cache_root, start_run
     from clirkit.seeding import set_seed
 
     resume_from = None

@@ -518,8 +518,9 @@ def translate_query(text: str, lexicon: Mapping[str, str]) -> str:
 
 
 def _cache_dir() -> Path:
-    # The same root as distill.cache_root(), which cannot be imported here without torch.
-    return Path(os.environ.get("CLIRKIT_CACHE", "experiments/cache")) / "lexicon"
+    from clirkit.rundir import cache_root
+
+    return cache_root() / "lexicon"
 
 
 def induced_lexicon(bitext: Path, method: str = "dice", min_count: int = 2, iterations: int = 5) -> Lexicon:

@@ -39,6 +39,12 @@ PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "fai
 log = logging.getLogger("clirkit")
 
 
+def cache_root() -> Path:
+    """Where derived data shared across runs is cached (teacher outputs, tokenizers, lexicons):
+    ``$CLIRKIT_CACHE`` or ``experiments/cache``."""
+    return Path(os.environ.get("CLIRKIT_CACHE", "experiments/cache"))
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
