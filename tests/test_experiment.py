@@ -93,3 +93,51 @@ datasets = ["{out}"]
     assert json.loads((out / "dataset.json").read_text())["licence"] == "CC0"
     again = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])  # reuses the prepared dataset
     assert again.exit_code == 0, again.stderr
+
+
+def test_full_grid_distill_eval_attack_report(tmp_path, tiny_model, beir5, runs_dir, monkeypatch):
+    """The demo's path on tiny assets: a distilled student (ot+mse with augmentation) and the
+    teacher, evaluated, attacked randomly and greedily, and reported."""
+    from tests.test_distill import write_bitext
+
+    monkeypatch.setenv("CLIRKIT_CACHE", str(tmp_path / "cache"))
+    bitext = write_bitext(tmp_path / "bitext")
+    exp = tmp_path / "grid.toml"
+    exp.write_text(f"""
+name = "grid"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[[systems]]
+name = "student"
+[systems.distill]
+bitext = "{bitext}"
+teacher = "{tiny_model}"
+student = "static"
+loss = "ot+mse"
+epochs = 1
+vocab_size = 300
+batch_size = 32
+augment = "char-swap:rate=0.1"
+iters = 20
+anneal_iters = 5
+[eval]
+datasets = ["{beir5}"]
+measures = ["nDCG@10", "RR@10"]
+[attack]
+rates = [0.1, 0.3]
+seeds = 2
+sample = 3
+greedy = {{ sample = 2, max_edits = 2, max_queries = 20 }}
+""", encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 0, r.stderr
+    run = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+    rob = pd.read_csv(run / "metrics" / "robustness.csv")
+    assert set(rob["system"]) == {"zero-shot", "student"} and set(rob["rate"]) == {0.1, 0.3}
+    greedy = pd.read_csv(run / "metrics" / "greedy.csv")
+    assert set(greedy["system"]) == {"zero-shot", "student"}
+    assert (run / "plots" / "nDCG@10.png").is_file()
+    children = json.loads((run / "children.json").read_text())
+    assert [c["system"] for c in children["distill"]] == ["student"]
+    assert "## Greedy adversarial attack" in (run / "report.md").read_text()
