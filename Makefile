@@ -30,6 +30,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/bench_ot.py
 	$(BIN)/python bench/bench_perturb.py
+	$(BIN)/python bench/bench_attack.py
 	$(BIN)/python bench/bench_prepare_mmarco.py
 
 clean:

@@ -48,8 +48,6 @@ uniformly without replacement) happen after filtering and deduplication, so no p
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import json
 import lzma
@@ -69,7 +67,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from clirkit.config import Config
-from clirkit.data.formats import DatasetWriter
+from clirkit.data.formats import DatasetWriter, iter_lines, open_binary
 from clirkit.data.mmarco import progress
 from clirkit.errors import ClirkitError
 from clirkit.seeding import set_seed
@@ -227,27 +225,6 @@ def _strip_compression(path: Path) -> Path:
     return path.with_suffix("") if path.suffix in (".gz", ".xz", ".bz2") else path
 
 
-def _open_binary(path: Path):
-    if not path.is_file():
-        raise ClirkitError("file not found", path=path, fix="check the path")
-    opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
-    return opener(path, "rb")
-
-
-def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, line)`` of a possibly compressed UTF-8 file; BOM and CR dropped; bad UTF-8 names the line."""
-    with _open_binary(path) as f:
-        try:
-            for n, raw in enumerate(f, 1):
-                try:
-                    yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise ClirkitError(f"invalid UTF-8 ({e.reason} at byte {e.start})", path=path, line=n,
-                                       fix="re-encode the file as UTF-8") from None
-        except (OSError, EOFError, lzma.LZMAError) as e:  # truncated or not really compressed
-            raise ClirkitError(f"cannot read ({e})", path=path, fix="check that the file is complete") from None
-
-
 def _columns(line: str, path: Path, n: int, want: tuple[int, ...], what: str) -> list[str]:
     cols = line.split("\t")
     while len(cols) > min(want) and len(cols) not in want and cols[-1].strip() == "":
@@ -263,7 +240,7 @@ def _read_moses(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, st
     langs = [canonical(_strip_compression(p).suffix.lstrip(".")) for p in files]
     if langs == [canonical(tgt), canonical(src)]:
         a, b = b, a  # the file suffixes say which side is which
-    ia, ib = iter_text_lines(a), iter_text_lines(b)
+    ia, ib = iter_lines(a), iter_lines(b)
     na = nb = 0
     while True:
         la, lb = next(ia, None), next(ib, None)
@@ -296,7 +273,7 @@ def _header_kind(cols: list[str], src: str, tgt: str) -> str | None:
 def _read_tsv(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str, float | None]]:
     for path in files:
         swap = False
-        for n, line in iter_text_lines(path):
+        for n, line in iter_lines(path):
             if not line.strip():
                 continue
             cols = _columns(line, path, n, (2,), "src, tgt")
@@ -335,7 +312,7 @@ def _score(text: str, path: Path, n: int, what: str) -> float:
 def _read_wikimatrix(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str, float | None]]:
     for path in files:
         swap = _order_from_name(path, src, tgt, r"WikiMatrix\.([A-Za-z]+)-([A-Za-z]+)\.tsv$", False)
-        for n, line in iter_text_lines(path):
+        for n, line in iter_lines(path):
             if not line.strip():
                 continue
             margin, s1, s2 = _columns(line, path, n, (3,), "margin, sentence, sentence")
@@ -349,7 +326,7 @@ def _read_ccaligned(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str
     for path in files:
         swap = _order_from_name(path, src, tgt, r"(?:^|[^A-Za-z])([a-z]{2,3})_[A-Za-z]+-([a-z]{2,3})_[A-Za-z]+\.tsv$",
                                 english_first)
-        for n, line in iter_text_lines(path):
+        for n, line in iter_lines(path):
             if not line.strip():
                 continue
             cols = _columns(line, path, n, (2, 3), "sentence, sentence[, LASER similarity]")
@@ -377,7 +354,7 @@ def _seg_text(elem: ET.Element) -> str:
 def _read_tmx(files: list[Path], src: str, tgt: str, stats: dict[str, int]) -> Iterator[tuple[str, str, float | None]]:
     cs, ct = canonical(src), canonical(tgt)
     for path in files:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             body = None
             try:
                 for event, elem in ET.iterparse(f, events=("start", "end")):

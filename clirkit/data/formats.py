@@ -15,9 +15,12 @@ an existing dataset is never overwritten.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import sys
@@ -54,19 +57,32 @@ def open_text(path: Path):
     return open(path, encoding="utf-8", newline="")
 
 
-def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` of a UTF-8 file; invalid UTF-8 names the line."""
+def open_binary(path: str | Path):
+    """Open a file for binary reading, decompressing ``.gz``, ``.xz`` and ``.bz2`` by suffix."""
     path = Path(path)
     if not path.is_file():
         raise ClirkitError("file not found", path=path, fix="check the path or run `clirkit prepare` first")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                # "utf-8-sig" on line 1 drops a byte-order mark (Windows-made TSVs carry one).
-                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise ClirkitError(f"invalid UTF-8 ({e.reason} at byte {e.start})", path=path, line=n,
-                                   fix="re-encode the file as UTF-8") from None
+    opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
+    return opener(path, "rb")
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 file, possibly compressed (see :func:`open_binary`).
+
+    A byte-order mark and CR line ends are dropped; invalid UTF-8 names the line, and a truncated
+    or falsely named compressed file is a :class:`ClirkitError`, not a traceback.
+    """
+    with open_binary(path) as f:
+        try:
+            for n, raw in enumerate(f, 1):
+                try:
+                    # "utf-8-sig" on line 1 drops a byte-order mark (Windows-made TSVs carry one).
+                    yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise ClirkitError(f"invalid UTF-8 ({e.reason} at byte {e.start})", path=path, line=n,
+                                       fix="re-encode the file as UTF-8") from None
+        except (OSError, EOFError, lzma.LZMAError) as e:  # truncated or not really compressed
+            raise ClirkitError(f"cannot read ({e})", path=path, fix="check that the file is complete") from None
 
 
 def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
