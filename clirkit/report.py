@@ -38,7 +38,9 @@ def print_table(df: pd.DataFrame, title: str | None = None) -> None:
     """Show a table on stdout with rich."""
     table = Table(title=title)
     for col in df.columns:
-        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
+        numeric = pd.api.types.is_numeric_dtype(df[col])
+        # Labels (run paths, system names) fold onto more lines rather than lose their ends.
+        table.add_column(str(col), justify="right" if numeric else "left", overflow="ellipsis" if numeric else "fold")
     for row in df.itertuples(index=False):
         table.add_row(*(_fmt(v) for v in row))
     out.print(table)
@@ -187,8 +189,11 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
     if not greedy.empty:
         write_table(greedy, metrics / "greedy")
         sections += ["## Greedy adversarial attack\n", greedy.to_markdown(index=False, floatfmt=".4f") + "\n"]
-    sections += ["## Runs\n", *(f"- {kind}: `{c['run']}`\n" for kind, items in children.items()
-                                if isinstance(items, list) for c in items if isinstance(c, dict))]
+    steps = pd.DataFrame([{"step": kind, **c} for kind, items in children.items() if isinstance(items, list)
+                          for c in items if isinstance(c, dict)], dtype=object)
+    if not steps.empty:
+        steps["run"] = "`" + steps["run"] + "`"
+        sections += ["## Runs\n", steps.fillna("").to_markdown(index=False) + "\n"]
     (run / "report.md").write_text("\n".join(s for s in sections if s), encoding="utf-8")
     print_table(formatted(table, measures).drop(columns=["seeds"]), title=f"{cfg.name}: retrieval")
     if not rob.empty:

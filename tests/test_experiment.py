@@ -54,6 +54,9 @@ def test_run_grid_writes_report(tmp_path, tiny_model, beir5, runs_dir):
     assert len(children["eval"]) == 2 * 3  # 2 scorings x (1 + 2 seeded) runs
     report = (run / "report.md").read_text()
     assert report.startswith("# tiny") and "same-model" in report
+    runs_table = report.split("## Runs")[1]
+    assert all(f"`{c['run']}`" in runs_table for c in children["eval"])
+    assert runs_table.count("| eval ") == len(children["eval"])
 
 
 def test_override_and_bad_experiment(tmp_path, tiny_model, beir5, runs_dir):
