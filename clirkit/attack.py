@@ -484,7 +484,7 @@ class Scorer:
             assert self.index.tokens is not None and self.index.token_offsets is not None
             from clirkit.evaluate import maxsim
 
-            s = maxsim(rep.astype(np.float32), self.index.tokens, self.index.token_offsets)
+            s = maxsim(rep.astype(np.float32), self.index.tokens_f32, self.index.token_offsets)
             return np.argsort(-s, kind="stable")[:n]
         # re-ranking mode: the dense candidates need the dense embedding (one extra encode)
         self.search_encodes += 1

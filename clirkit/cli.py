@@ -339,7 +339,9 @@ def distill_cmd(
         help="Sinkhorn iterations spent annealing eps (default: the loss's)")] = None,
     ot_grad_plan: Annotated[bool, typer.Option(help="backpropagate through the Sinkhorn iterations")] = False,
     ot_weight: Annotated[float | None, typer.Option(help="ot+mse: weight of the OT term (default 1)")] = None,
-    mse_weight: Annotated[float | None, typer.Option(help="ot+mse: weight of the MSE term (default 1)")] = None,
+    mse_weight: Annotated[float | None, typer.Option(
+        help="ot+mse: weight of the MSE term (default 1; MSE is per dimension: D/2, e.g. 192 for a 384-d "
+             "teacher, puts it in the units of the cosine OT cost)")] = None,
     augment: Annotated[str | None, typer.Option(
         help="perturb the foreign training side on the fly, e.g. char-swap:rate=0.1 (robust distillation)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue a stopped distill run (into a new run directory)")]

@@ -86,7 +86,7 @@ def maxsim_search(index: DenseIndex, q_tokens: list[np.ndarray], qids: list[str]
             run[qid] = {}
             continue
         if candidates is None:
-            scores = maxsim(qt, index.tokens, offsets)
+            scores = maxsim(qt, index.tokens_f32, offsets)
             top = np.argsort(-scores)[:k]
             run[qid] = {index.doc_ids[i]: float(scores[i]) for i in top}
         else:

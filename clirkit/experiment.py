@@ -26,7 +26,7 @@ from clirkit.config import (
 )
 from clirkit.data.formats import CARD
 from clirkit.errors import ClirkitError
-from clirkit.rundir import read_json, start_run, write_json
+from clirkit.rundir import find_completed, read_json, start_run, write_json
 
 log = logging.getLogger("clirkit")
 
@@ -76,6 +76,8 @@ class ExperimentConfig(CommandConfig):
     prepare: list[dict[str, Any]] = Field(default_factory=list, description="datasets to prepare first "
                                                                           "({source = 'bible', ...})")
     systems: list[SystemSpec] = Field(..., min_length=1, description="the systems of the grid")
+    reuse: bool = Field(True, description="take a completed distill run of the runs directory with the same "
+                                          "configuration and unchanged inputs instead of training again")
     eval: EvalGrid
     attack: AttackGrid | None = None
 
@@ -146,7 +148,11 @@ def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tupl
 
             dcfg = build(DistillConfig, f"system {system.name}", **{
                 **system.distill, "runs_dir": cfg.runs_dir, "seed": seed, "device": cfg.device})
-            path = run_distill(dcfg)
+            path = find_completed(cfg.runs_dir, "distill", dcfg, seed) if cfg.reuse else None
+            if path is not None:
+                log.info("system %s, seed %d: reusing %s (same configuration and inputs)", system.name, seed, path)
+            else:
+                path = run_distill(dcfg)
             children.setdefault("distill", []).append({"system": system.name, "seed": seed, "run": str(path)})
             models[(system.name, seed)] = str(path)
     return models

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,14 @@ class DenseIndex:
     @property
     def embeddings(self) -> np.ndarray:
         return np.load(self.path / "embeddings.npy", mmap_mode="r")
+
+    @cached_property
+    def tokens_f32(self) -> np.ndarray:
+        """Every token embedding as one float32 array, read once: exhaustive MaxSim reads the
+        whole corpus for every query, and converting the float16 memory map each time costs
+        more than the scoring."""
+        assert self.tokens is not None
+        return np.asarray(self.tokens, dtype=np.float32)
 
     def doc_tokens(self, i: int) -> np.ndarray:
         assert self.tokens is not None and self.token_offsets is not None

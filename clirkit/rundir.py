@@ -222,3 +222,24 @@ def completed_runs(runs_dir: str | Path, command: str | None = None) -> list[Pat
         if run_status(p) == "completed":
             out.append(p)
     return out
+
+
+def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -> Path | None:
+    """The newest completed ``command`` run with exactly this configuration and unchanged inputs.
+
+    "Unchanged" means every input file recorded in its manifest (data, model weights) still
+    exists with the recorded sha256, so an edited bitext or a retrained model is never reused.
+    """
+    want = {"command": command, "seed": seed, **cfg.resolved()}
+    for run in reversed(completed_runs(runs_dir, command)):
+        try:
+            if read_json(run / "config.json") != want:
+                continue
+            recorded = read_json(run / "manifest.json").get("inputs", {})
+        except ClirkitError:
+            continue
+        files = [(Path(f), digest) for group in recorded.values() for f, digest in group.items()]
+        if all(f.is_file() and sha256_file(f) == digest for f, digest in files):
+            return run
+    return None
+

@@ -4,7 +4,7 @@ import pytest
 
 from clirkit.config import IndexConfig
 from clirkit.errors import ClirkitError
-from clirkit.rundir import completed_runs, start_run
+from clirkit.rundir import completed_runs, find_completed, start_run
 
 
 def _cfg(tmp_path):
@@ -53,3 +53,22 @@ def test_runs_never_overwrite_each_other(tmp_path):
         paths.append(run.path)
     assert len(set(paths)) == 3
     assert len(completed_runs(cfg.runs_dir, "index")) == 3
+
+
+def test_find_completed_needs_same_config_seed_and_inputs(tmp_path):
+    cfg = _cfg(tmp_path)
+    data = tmp_path / "input.txt"
+    data.write_text("abc", encoding="utf-8")
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+        run.add_inputs(data=data)
+    with pytest.raises(ClirkitError):  # a failed run with the same configuration is never taken
+        with start_run(cfg.runs_dir, "index", cfg, seed=0) as failed:
+            failed.add_inputs(data=data)
+            raise ClirkitError("boom")
+    assert find_completed(cfg.runs_dir, "index", cfg, seed=0) == run.path
+    reseeded = cfg.model_copy(update={"seed": 1})
+    assert find_completed(cfg.runs_dir, "index", reseeded, seed=1) is None
+    assert find_completed(cfg.runs_dir, "index", cfg.model_copy(update={"batch_size": 8}), seed=0) is None
+    assert find_completed(cfg.runs_dir, "eval", cfg, seed=0) is None
+    data.write_text("abd", encoding="utf-8")  # an input changed since: not reusable
+    assert find_completed(cfg.runs_dir, "index", cfg, seed=0) is None
