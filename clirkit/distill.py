@@ -42,7 +42,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1105,28 +1105,6 @@ def _progress():
     return progress()
 
 
-@contextmanager
-def terminate_as_interrupt():
-    """Within the block, SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers)
-    raises KeyboardInterrupt like Ctrl-C, so the run ends ``failed``, renamed into place, with
-    its ``last/`` state ready for ``--resume``, instead of dying as a half-written ``.tmp``."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 # --------------------------------------------------------------------------- command
 
 
@@ -1167,7 +1145,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
         The run directory (on every process of a torchrun job).
     """
     from clirkit.models import load_encoder
-    from clirkit.rundir import cache_root, start_run
+    from clirkit.rundir import cache_root, start_run, terminate_as_interrupt
     from clirkit.seeding import set_seed
 
     resume_from = None

@@ -155,6 +155,29 @@ def _attach_log(path: Path) -> logging.Handler:
 
 
 @contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers)
+    raises KeyboardInterrupt like Ctrl-C, so a run (and every run it is nested in) ends
+    ``failed``, renamed into place (a distillation with its ``last/`` state ready for
+    ``--resume``), instead of dying as a half-written ``.tmp``."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
               argv: list[str] | None = None) -> Iterator[Run]:
     """Create an experiment directory, yield it, and finish it atomically.
@@ -176,7 +199,8 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     log.info("run %s: %s", run.id, command)
     error: BaseException | None = None
     try:
-        yield run
+        with terminate_as_interrupt():
+            yield run
     except BaseException as e:  # also KeyboardInterrupt: a killed run must say so
         error = e
         message = e.one_line() if isinstance(e, ClirkitError) else f"{type(e).__name__}: {e}"

@@ -72,3 +72,20 @@ def test_find_completed_needs_same_config_seed_and_inputs(tmp_path):
     assert find_completed(cfg.runs_dir, "eval", cfg, seed=0) is None
     data.write_text("abd", encoding="utf-8")  # an input changed since: not reusable
     assert find_completed(cfg.runs_dir, "index", cfg, seed=0) is None
+
+
+def test_sigterm_ends_nested_runs_failed_and_renamed(tmp_path):
+    import os
+    import signal
+
+    cfg = _cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with start_run(cfg.runs_dir, "run", cfg, seed=0):
+            with start_run(cfg.runs_dir, "eval", cfg, seed=0):
+                os.kill(os.getpid(), signal.SIGTERM)
+    runs = sorted(cfg.runs_dir.iterdir())
+    assert len(runs) == 2 and not any(p.name.startswith(".") for p in runs)
+    for p in runs:
+        status = json.loads((p / "status.json").read_text())
+        assert status["status"] == "failed" and "signal 15" in status["error"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
