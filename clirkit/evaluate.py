@@ -91,7 +91,10 @@ def maxsim_search(index: DenseIndex, q_tokens: list[np.ndarray], qids: list[str]
             run[qid] = {index.doc_ids[i]: float(scores[i]) for i in top}
         else:
             rows = np.array(sorted(row_of[d] for d in candidates[qid]), dtype=np.int64)
-            scores = np.array([maxsim(qt, index.doc_tokens(r), offsets[r:r + 2])[0] for r in rows])
+            toks = [index.doc_tokens(r) for r in rows]
+            cand_offsets = np.concatenate(([0], np.cumsum([len(t) for t in toks])))
+            flat = np.concatenate(toks) if len(toks) else np.zeros((0, qt.shape[1]), dtype=np.float32)
+            scores = maxsim(qt, flat, cand_offsets)
             run[qid] = {index.doc_ids[r]: float(s) for r, s in zip(rows, scores)}
     return run
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,6 +52,9 @@ class EvalGrid(Config):
     scoring: list[Scoring] = Field(default_factory=lambda: ["dense"], description="dense and/or maxsim")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
+    maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
+        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+    rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
 
 
 class AttackGrid(Config):
@@ -166,7 +169,8 @@ def _evaluate(cfg: ExperimentConfig, models: dict[tuple[str, int], str], childre
         for scoring in cfg.eval.scoring:
             for (name, seed), model in models.items():
                 ecfg = EvalConfig(model=model, dataset=dataset, scoring=scoring, measures=cfg.eval.measures,
-                                  top_k=cfg.eval.top_k, query_translation=by_name[name].query_translation,
+                                  top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
+                                  rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
                                   runs_dir=cfg.runs_dir, seed=seed, device=cfg.device)
                 path = run_eval(ecfg)
                 children.setdefault("eval", []).append({"system": name, "seed": seed, "dataset": str(dataset),
@@ -193,7 +197,8 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
                 acfg = build(AttackConfig, f"attack of {name}", model=[models[(name, first_seed)]],
                              dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
                              scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
-                             measures=cfg.eval.measures, runs_dir=cfg.runs_dir, seed=first_seed,
+                             measures=cfg.eval.measures, maxsim_mode=cfg.eval.maxsim_mode,
+                             rerank_k=cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
                              device=cfg.device, **extra)
                 path = run_attack(acfg)
                 children.setdefault("attack", []).append({"system": name, "scoring": scoring, "run": str(path),
