@@ -79,8 +79,9 @@ class ExperimentConfig(CommandConfig):
     prepare: list[dict[str, Any]] = Field(default_factory=list, description="datasets to prepare first "
                                                                           "({source = 'bible', ...})")
     systems: list[SystemSpec] = Field(..., min_length=1, description="the systems of the grid")
-    reuse: bool = Field(True, description="take a completed distill run of the runs directory with the same "
-                                          "configuration and unchanged inputs instead of training again")
+    reuse: bool = Field(True, description="take a completed distill, eval or attack run of the runs directory "
+                                          "with the same configuration and unchanged inputs instead of running "
+                                          "it again")
     eval: EvalGrid
     attack: AttackGrid | None = None
 
@@ -138,6 +139,14 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
     return out
 
 
+def _reuse(cfg: ExperimentConfig, command: str, step: Config, seed: int) -> Path | None:
+    """A completed run of this step with the same configuration and unchanged inputs, if reuse is on."""
+    path = find_completed(cfg.runs_dir, command, step, seed) if cfg.reuse else None
+    if path is not None:
+        log.info("%s: reusing %s (same configuration and inputs)", command, path)
+    return path
+
+
 def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tuple[str, int], str]:
     """Train (or name) every system's model for every seed: {(system, seed): model spec}."""
     models: dict[tuple[str, int], str] = {}
@@ -151,11 +160,7 @@ def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tupl
 
             dcfg = build(DistillConfig, f"system {system.name}", **{
                 **system.distill, "runs_dir": cfg.runs_dir, "seed": seed, "device": cfg.device})
-            path = find_completed(cfg.runs_dir, "distill", dcfg, seed) if cfg.reuse else None
-            if path is not None:
-                log.info("system %s, seed %d: reusing %s (same configuration and inputs)", system.name, seed, path)
-            else:
-                path = run_distill(dcfg)
+            path = _reuse(cfg, "distill", dcfg, seed) or run_distill(dcfg)
             children.setdefault("distill", []).append({"system": system.name, "seed": seed, "run": str(path)})
             models[(system.name, seed)] = str(path)
     return models
@@ -172,7 +177,7 @@ def _evaluate(cfg: ExperimentConfig, models: dict[tuple[str, int], str], childre
                                   top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
                                   rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
                                   runs_dir=cfg.runs_dir, seed=seed, device=cfg.device)
-                path = run_eval(ecfg)
+                path = _reuse(cfg, "eval", ecfg, seed) or run_eval(ecfg)
                 children.setdefault("eval", []).append({"system": name, "seed": seed, "dataset": str(dataset),
                                                         "scoring": scoring, "run": str(path)})
 
@@ -200,7 +205,7 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
                              measures=cfg.eval.measures, maxsim_mode=cfg.eval.maxsim_mode,
                              rerank_k=cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
                              device=cfg.device, **extra)
-                path = run_attack(acfg)
+                path = _reuse(cfg, "attack", acfg, first_seed) or run_attack(acfg)
                 children.setdefault("attack", []).append({"system": name, "scoring": scoring, "run": str(path),
                                                           "search": extra.get("search", "random")})
 
