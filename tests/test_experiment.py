@@ -59,6 +59,23 @@ def test_run_grid_writes_report(tmp_path, tiny_model, beir5, runs_dir):
     assert runs_table.count("| eval ") == len(children["eval"])
 
 
+def test_rerun_reuses_completed_steps_unless_told_not_to(tmp_path, tiny_model, beir5, runs_dir):
+    exp = _experiment(tmp_path, tiny_model, beir5)
+
+    def run(*extra):
+        r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp), *extra])
+        assert r.exit_code == 0, r.stderr
+        path = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+        return [c["run"] for c in json.loads((path / "children.json").read_text())["eval"]]
+
+    first = run()
+    evals = sorted(p.name for p in runs_dir.iterdir() if "-eval-" in p.name)
+    assert run() == first  # every eval reused: same directories, none added
+    assert sorted(p.name for p in runs_dir.iterdir() if "-eval-" in p.name) == evals
+    fresh = run("reuse=false")
+    assert not set(fresh) & set(first) and len(fresh) == len(first)
+
+
 def test_override_and_bad_experiment(tmp_path, tiny_model, beir5, runs_dir):
     exp = _experiment(tmp_path, tiny_model, beir5)
     r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp), "baseline='nobody'"])
