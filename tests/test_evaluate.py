@@ -4,7 +4,16 @@ import pandas as pd
 import pytest
 
 from clirkit.errors import ClirkitError
-from clirkit.evaluate import drop_identical, holm, maxsim, maxsim_search, parse_measures, score_run, significance, write_trec
+from clirkit.evaluate import (
+    drop_identical,
+    holm,
+    maxsim,
+    maxsim_search,
+    parse_measures,
+    score_run,
+    significance,
+    write_trec,
+)
 
 
 def test_parse_measures_rejects_unknown():
