@@ -67,6 +67,10 @@ class AttackGrid(Config):
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many queries")
     greedy: dict[str, Any] | None = Field(None, description="also run the greedy attack with these options "
                                                             "(e.g. sample, max_edits, max_queries)")
+    maxsim_mode: Literal["auto", "exhaustive", "rerank"] | None = Field(
+        None, description="maxsim search of the attacked queries (default: the eval grid's)")
+    rerank_k: int | None = Field(None, ge=1, description="dense candidates re-ranked by maxsim (default: the eval "
+                                                          "grid's)")
 
 
 class ExperimentConfig(CommandConfig):
@@ -202,8 +206,8 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
                 acfg = build(AttackConfig, f"attack of {name}", model=[models[(name, first_seed)]],
                              dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
                              scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
-                             measures=cfg.eval.measures, maxsim_mode=cfg.eval.maxsim_mode,
-                             rerank_k=cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
+                             measures=cfg.eval.measures, maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
+                             rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
                              device=cfg.device, **extra)
                 path = _reuse(cfg, "attack", acfg, first_seed) or run_attack(acfg)
                 children.setdefault("attack", []).append({"system": name, "scoring": scoring, "run": str(path),
