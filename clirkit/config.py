@@ -80,6 +80,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command configs
 
 Scoring = Literal["dense", "maxsim"]
+MaxsimMode = Literal["auto", "exhaustive", "rerank"]
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
 
@@ -115,7 +116,7 @@ class EvalConfig(IndexConfig):
     split: str = Field("test", description="qrels split (XGLUE: dev or test)")
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
-    maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
+    maxsim_mode: MaxsimMode = Field(
         "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries word by word first")
@@ -242,7 +243,7 @@ class AttackConfig(CommandConfig):
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over tokens)")
-    maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
+    maxsim_mode: MaxsimMode = Field(
         "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     factory: str = Field("Flat", description="FAISS index factory string")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -19,6 +19,7 @@ from clirkit.config import (
     CommandConfig,
     Config,
     EvalConfig,
+    MaxsimMode,
     Scoring,
     apply_overrides,
     build,
@@ -52,7 +53,7 @@ class EvalGrid(Config):
     scoring: list[Scoring] = Field(default_factory=lambda: ["dense"], description="dense and/or maxsim")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
-    maxsim_mode: Literal["auto", "exhaustive", "rerank"] = Field(
+    maxsim_mode: MaxsimMode = Field(
         "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
 
@@ -67,7 +68,7 @@ class AttackGrid(Config):
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many queries")
     greedy: dict[str, Any] | None = Field(None, description="also run the greedy attack with these options "
                                                             "(e.g. sample, max_edits, max_queries)")
-    maxsim_mode: Literal["auto", "exhaustive", "rerank"] | None = Field(
+    maxsim_mode: MaxsimMode | None = Field(
         None, description="maxsim search of the attacked queries (default: the eval grid's)")
     rerank_k: int | None = Field(None, ge=1, description="dense candidates re-ranked by maxsim (default: the eval "
                                                           "grid's)")

@@ -154,6 +154,11 @@ def _attach_log(path: Path) -> logging.Handler:
     return handler
 
 
+def config_record(command: str, cfg: Config, seed: int) -> dict[str, Any]:
+    """What a run's ``config.json`` holds: the command, the seed and every resolved field."""
+    return {"command": command, "seed": seed, **cfg.resolved()}
+
+
 @contextmanager
 def terminate_as_interrupt():
     """Within the block, SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers)
@@ -190,7 +195,7 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     runs_dir.mkdir(parents=True, exist_ok=True)
     run = Run(runs_dir, command, cfg, seed, list(argv if argv is not None else sys.argv))
     run.path.mkdir()
-    write_json(run.path / "config.json", {"command": command, "seed": seed, **cfg.resolved()})
+    write_json(run.path / "config.json", config_record(command, cfg, seed))
     write_json(run.path / "manifest.json", run.manifest)
     run.status("running")
     if log.level == logging.NOTSET:  # library use without the CLI: still log to log.txt
@@ -254,7 +259,7 @@ def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -
     "Unchanged" means every input file recorded in its manifest (data, model weights) still
     exists with the recorded sha256, so an edited bitext or a retrained model is never reused.
     """
-    want = {"command": command, "seed": seed, **cfg.resolved()}
+    want = config_record(command, cfg, seed)
     for run in reversed(completed_runs(runs_dir, command)):
         try:
             if read_json(run / "config.json") != want:
@@ -266,4 +271,3 @@ def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -
         if all(f.is_file() and sha256_file(f) == digest for f, digest in files):
             return run
     return None
-
