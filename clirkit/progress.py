@@ -6,8 +6,14 @@ stderr so ``$(clirkit eval ...)`` captures only what a script needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import track as rich_track
+
+T = TypeVar("T")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -18,3 +24,13 @@ def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                     console=err, transient=False)
+
+
+def track(iterable: Iterable[T], description: str) -> Iterable[T]:
+    """``iterable`` with a transient progress display on :data:`err`, only when stderr is a terminal.
+
+    Data preparation streams millions of lines; in tests, logs and pipes the loop runs bare.
+    """
+    if not err.is_terminal:
+        return iterable
+    return rich_track(iterable, description=description, console=err, transient=True)

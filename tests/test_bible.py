@@ -84,7 +84,9 @@ def test_restricted_version_needs_opt_in(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pair", "en-xx"], "unknown Bible pair 'en-xx'"),
+    (["--pair", "en-xx"], "unknown language code 'xx'"),
+    (["--pair", "en-zu"], "unknown Bible pair 'en-zu'"),
+    (["--pair", "en_tl"], "language pair 'en_tl' is not <src>-<tgt>"),
     (["--pair", "tl-en"], "unknown Bible pair 'tl-en'"),
     (["--pair", "en-tl", "--english", "f"], "version 'f' (Ang Dating Biblia 1905) is tl, not en"),
     (["--version", "Q"], "unknown Bible version code 'Q'"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clirkit.data import bitext
+from clirkit.data import bitext, download
 from clirkit.data.bitext import (
     BitextConfig,
     count_tokens,
@@ -74,9 +74,51 @@ def test_dev_split_is_seeded(tmp_path):
 
 
 def test_dev_size_too_large(tmp_path):
-    with pytest.raises(ClirkitError, match="leaves no training pairs"):
-        prepare_bitext(BitextConfig(pair="en-sw", files=MOSES, licence="CC0", out=tmp_path / "o"))  # default 1000
+    with pytest.raises(ClirkitError, match="dev_size 1000 leaves no training pairs"):
+        prepare_bitext(BitextConfig(pair="en-sw", files=MOSES, licence="CC0", dev_size=1000, out=tmp_path / "o"))
     assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())  # temp files cleaned
+
+
+def _sentences(n: int, lang: str) -> list[str]:
+    # distinct, not near-duplicate, 3-6 tokens: every pair survives the default filters
+    return [f"{lang} sentence {'abcdefghij'[i % 10]}{'klmnopqrst'[i // 10 % 10]}{'uvwxyzabcd'[i // 100]} "
+            + " ".join(["word"] * (i % 4)) for i in range(n)]
+
+
+def test_default_dev_split_fits_a_small_wikimatrix_file(tmp_path, caplog):
+    """643 WikiMatrix pairs (margin, en, tl; gzipped as released): default dev = round(10%) = 64."""
+    import gzip
+
+    path = tmp_path / "WikiMatrix.en-tl.tsv.gz"
+    en, tl = _sentences(643, "en"), _sentences(643, "tl")
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, (a, b) in enumerate(zip(en, tl, strict=True)):
+            f.write(f"{1.05 + i / 10000:.4f}\t{a}\t{b}\n")
+    with caplog.at_level("INFO", logger="clirkit"):
+        out = prepare_bitext(BitextConfig(pair="en-tl", format="wikimatrix", files=[path], licence="CC BY-SA",
+                                          out=tmp_path / "o"))
+    card = read_card(out)
+    assert card["split"]["dev"] == 64 and card["split"]["train"] == 579
+    assert card["split"]["dev_size"] == "auto" and "min(1000" in card["split"]["dev_size_rule"]
+    assert len(_pairs(out, "dev")) == 64 and len(_pairs(out, "train")) == 579
+    said = [r.getMessage() for r in caplog.records if "dev split" in r.getMessage()]
+    assert len(said) == 1 and "643 pairs" in said[0] and "64 pairs" in said[0]
+
+
+def test_default_dev_split_fits_an_800_line_moses_pair(tmp_path):
+    en, tl = tmp_path / "WikiMatrix.en-tl.en", tmp_path / "WikiMatrix.en-tl.tl"
+    en.write_text("\n".join(_sentences(800, "en")) + "\n", encoding="utf-8")
+    tl.write_text("\n".join(_sentences(800, "tl")) + "\n", encoding="utf-8")
+    out = prepare_bitext(BitextConfig(pair="en-tl", files=[tl, en], licence="CC BY-SA", out=tmp_path / "o"))
+    card = read_card(out)
+    assert (card["split"]["dev"], card["split"]["train"]) == (80, 720)
+    assert all(s.startswith("en ") and t.startswith("tl ") for _, s, t in _pairs(out, "train"))  # sides by suffix
+
+
+@pytest.mark.parametrize("n, dev", [(1, 0), (2, 1), (9, 1), (15, 2), (643, 64), (20_000, 1000)])
+def test_default_dev_count(n, dev):
+    assert bitext._dev_count(None, n) == dev
+    assert bitext._dev_count(0.5, n) == round(0.5 * n) and bitext._dev_count(3, n) == 3
 
 
 def test_moses_line_count_mismatch_names_both_files(tmp_path):
@@ -198,7 +240,8 @@ def test_opus_url_and_offline_download(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(bitext.urllib.request, "urlopen", offline)
+    monkeypatch.setenv("CLIRKIT_ONLINE", "1")
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
     for version in ("v1", "latest"):
         cfg = BitextConfig(pair="en-sw", opus="CCAligned", opus_version=version, licence="x",
                            download_dir=tmp_path / "dl", out=tmp_path / f"o-{version}")
@@ -224,8 +267,12 @@ def test_opus_zip_is_unpacked_and_read(tmp_path, monkeypatch):
         def __exit__(self, *a):
             self.close()
 
+        def geturl(self):
+            return seen[-1]
+
     seen = []
-    monkeypatch.setattr(bitext.urllib.request, "urlopen", lambda url, timeout: seen.append(url) or _Resp(payload))
+    monkeypatch.setenv("CLIRKIT_ONLINE", "1")
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: seen.append(url) or _Resp(payload))
     out = prepare_bitext(BitextConfig(pair="en-sw", opus="CCAligned", opus_version="v1", licence="see OPUS",
                                       download_dir=tmp_path / "dl", dev_size=0, out=tmp_path / "o"))
     assert seen == ["https://object.pouta.csc.fi/OPUS-CCAligned/v1/moses/en-sw.txt.zip"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clirkit.data.formats import load_dataset
-from clirkit.data.mmarco import IdSet, MMarcoConfig, prepare_mmarco, read_trec_qrels
+from clirkit.data.formats import IdSet, load_dataset, read_trec_qrels
+from clirkit.data.mmarco import MMarcoConfig, prepare_mmarco
 from clirkit.errors import ClirkitError
 
 FIX = Path(__file__).parent / "fixtures" / "mmarco"

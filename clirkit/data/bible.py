@@ -32,6 +32,8 @@ from pydantic import Field
 
 from clirkit.config import Config
 from clirkit.data.formats import DatasetWriter
+from clirkit.data.pairs import canonical
+from clirkit.data.pairs import parse_pair as shared_parse_pair
 from clirkit.errors import ClirkitError
 from clirkit.seeding import set_seed
 
@@ -137,13 +139,16 @@ def check_version(code: str, lang: str | None, accept_licence: bool) -> tuple[st
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
+    """A Bible pair ``en-<lang>``: validated by :func:`clirkit.data.pairs.parse_pair`, then limited to
+    English first and a language the database has (``en-en`` allowed: the monolingual upper bound)."""
     langs = {lang for _, lang, _ in VERSIONS.values()}
-    parts = pair.split("-")
-    if len(parts) != 2 or parts[0] != "en" or parts[1] not in langs:
+    src, tgt = shared_parse_pair(pair, allow_same=True)
+    src, tgt = canonical(src), canonical(tgt)  # eng-tgl -> en, tl
+    if src != "en" or tgt not in langs:
         raise ClirkitError(f"unknown Bible pair {pair!r}",
                            fix=f"use en-<lang> with lang one of: {', '.join(sorted(langs))} "
                                "(en-en: English queries, the monolingual upper bound)")
-    return parts[0], parts[1]
+    return src, tgt
 
 
 def load_version(con: sqlite3.Connection, code: str) -> dict[tuple[int, int, int], str]:

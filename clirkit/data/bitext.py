@@ -50,110 +50,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import lzma
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
-import urllib.error
 import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from clirkit.config import Config
+from clirkit.data.download import check_url, fetch, open_url, safe_member_name
 from clirkit.data.formats import DatasetWriter, iter_lines, open_binary
-from clirkit.data.mmarco import progress
+from clirkit.data.pairs import canonical, parse_pair
 from clirkit.errors import ClirkitError
+from clirkit.progress import track
 from clirkit.seeding import set_seed
 
-# --------------------------------------------------------------------------- language codes
-
-#: ISO 639-1 codes with their ISO 639-3 (and 639-2/B where different) equivalents.
-_ISO639_1 = (
-    "aa aar|ab abk|ae ave|af afr|ak aka|am amh|an arg|ar ara|as asm|av ava|ay aym|az aze|ba bak|"
-    "be bel|bg bul|bi bis|bm bam|bn ben|bo bod tib|br bre|bs bos|ca cat|ce che|ch cha|co cos|cr cre|"
-    "cs ces cze|cu chu|cv chv|cy cym wel|da dan|de deu ger|dv div|dz dzo|ee ewe|el ell gre|en eng|"
-    "eo epo|es spa|et est|eu eus baq|fa fas per|ff ful|fi fin|fj fij|fo fao|fr fra fre|fy fry|"
-    "ga gle|gd gla|gl glg|gn grn|gu guj|gv glv|ha hau|he heb|hi hin|ho hmo|hr hrv|ht hat|hu hun|"
-    "hy hye arm|hz her|ia ina|id ind|ie ile|ig ibo|ii iii|ik ipk|io ido|is isl ice|it ita|iu iku|"
-    "ja jpn|jv jav|ka kat geo|kg kon|ki kik|kj kua|kk kaz|kl kal|km khm|kn kan|ko kor|kr kau|"
-    "ks kas|ku kur|kv kom|kw cor|ky kir|la lat|lb ltz|lg lug|li lim|ln lin|lo lao|lt lit|lu lub|"
-    "lv lav|mg mlg|mh mah|mi mri mao|mk mkd mac|ml mal|mn mon|mr mar|ms msa may|mt mlt|my mya bur|"
-    "na nau|nb nob|nd nde|ne nep|ng ndo|nl nld dut|nn nno|no nor|nr nbl|nv nav|ny nya|oc oci|"
-    "oj oji|om orm|or ori|os oss|pa pan|pi pli|pl pol|ps pus|pt por|qu que|rm roh|rn run|"
-    "ro ron rum|ru rus|rw kin|sa san|sc srd|sd snd|se sme|sg sag|si sin|sk slk slo|sl slv|sm smo|"
-    "sn sna|so som|sq sqi alb|sr srp|ss ssw|st sot|su sun|sv swe|sw swa|ta tam|te tel|tg tgk|"
-    "th tha|ti tir|tk tuk|tl tgl|tn tsn|to ton|tr tur|ts tso|tt tat|tw twi|ty tah|ug uig|uk ukr|"
-    "ur urd|uz uzb|ve ven|vi vie|vo vol|wa wln|wo wol|xh xho|yi yid|yo yor|za zha|zh zho chi|zu zul"
-)
-#: ISO 639-3 individual languages often met in bitext, mapped to a 639-1 macrolanguage when one exists.
-_ISO639_3_EXTRA = {
-    "swh": "sw", "swc": None, "arb": "ar", "ary": None, "arz": None, "apc": None, "cmn": "zh", "yue": None,
-    "wuu": None, "pes": "fa", "prs": None, "zsm": "ms", "ekk": "et", "lvs": "lv", "npi": "ne", "khk": "mn",
-    "uzn": "uz", "azj": "az", "plt": "mg", "gaz": "om", "quy": None, "ckb": None, "kmr": None, "fil": None,
-    "ceb": None, "hil": None, "war": None, "ilo": None, "pam": None, "bcl": None, "pag": None, "tpi": None,
-    "kri": None, "luo": None, "kam": None, "mos": None, "nso": None, "tum": None, "bem": None, "lua": None,
-    "kbp": None, "fon": None, "dyu": None, "ewo": None, "hne": None, "mai": None, "bho": None, "mag": None,
-    "awa": None, "sat": None, "mni": None, "gom": None, "doi": None, "brx": None, "scn": None, "vec": None,
-    "lij": None, "lmo": None, "fur": None, "szl": None, "ast": None, "ltg": None, "hsb": None, "dsb": None,
-    "crh": None, "sah": None, "tyv": None, "bak": "ba", "cjk": None, "kab": None, "tzm": None, "zgh": None,
-    "taq": None, "shn": None, "ace": None, "ban": None, "bjn": None, "bug": None, "min": None, "mad": None,
-}
-ISO639_1: dict[str, tuple[str, ...]] = {}
-_TO_1: dict[str, str] = {}
-for _entry in _ISO639_1.split("|"):
-    _one, *_threes = _entry.split()
-    ISO639_1[_one] = tuple(_threes)
-    for _t in _threes:
-        _TO_1[_t] = _one
-for _t, _one in _ISO639_3_EXTRA.items():
-    if _one is not None:
-        _TO_1[_t] = _one
-
-
-def _known_3(code: str) -> bool:
-    if code in _TO_1 or code in _ISO639_3_EXTRA:
-        return True
-    try:  # the full ISO 639-3 table, when the optional pycountry package is installed
-        import pycountry
-    except ImportError:
-        return False
-    return pycountry.languages.get(alpha_3=code) is not None
-
-
-def check_language_code(code: str) -> str:
-    """Validate an ISO 639-1 (two letters) or ISO 639-3 (three letters) code; return it lower-cased."""
-    c = code.strip().lower()
-    if (len(c) == 2 and c in ISO639_1) or (len(c) == 3 and c.isalpha() and _known_3(c)):
-        return c
-    hint = ("ISO 639-1 (e.g. en, sw, tl) or ISO 639-3 (e.g. eng, swh, fil); the built-in 639-3 list is "
-            "partial: pip install pycountry for the full table") if len(c) == 3 else \
-        f"ISO 639-1 codes are: {', '.join(sorted(ISO639_1))}"
-    raise ClirkitError(f"unknown language code {code!r}", fix=hint)
-
-
-def canonical(code: str) -> str:
-    """A comparable form of a language tag: primary subtag, lower-cased, 639-3 mapped to 639-1 when possible."""
-    primary = re.split(r"[-_]", code.strip().lower(), maxsplit=1)[0]
-    return _TO_1.get(primary, primary)
-
-
-def parse_pair(pair: str) -> tuple[str, str]:
-    """Split ``"en-sw"`` into validated ``("en", "sw")``."""
-    parts = pair.strip().split("-")
-    if len(parts) != 2 or not all(parts):
-        raise ClirkitError(f"language pair {pair!r} is not <src>-<tgt>", fix="write the pair like en-sw")
-    src, tgt = (check_language_code(p) for p in parts)
-    if canonical(src) == canonical(tgt):
-        raise ClirkitError(f"language pair {pair!r} names one language twice", fix="use two languages, e.g. en-sw")
-    return src, tgt
-
+log = logging.getLogger("clirkit")
 
 # --------------------------------------------------------------------------- config
 
@@ -178,8 +99,9 @@ class BitextConfig(Config):
     min_tokens: int = Field(1, ge=0, description="Minimum tokens per side.")
     max_tokens: int = Field(200, ge=1, description="Maximum tokens per side.")
     max_ratio: float = Field(3.0, ge=1.0, description="Maximum ratio longer/shorter side, in tokens.")
-    dev_size: int | float = Field(
-        1000, ge=0, description="Dev pairs: a count (>= 1) or a fraction in (0, 1); 0 = no dev.")
+    dev_size: int | float | None = Field(
+        None, ge=0, description="Dev pairs: a count (>= 1) or a fraction in (0, 1); 0 = no dev; default "
+                                "min(1000, 10% of the filtered pairs), at least 1 when there are 2 or more.")
     seed: int = Field(0, ge=0, description="Seed of the train/dev split (0 is a seed).")
     out: Path | None = Field(None, description="Output folder (default data/bitext-<pair>).")
 
@@ -199,7 +121,9 @@ class BitextConfig(Config):
 
     @field_validator("dev_size")
     @classmethod
-    def _dev_size(cls, v: int | float) -> int | float:
+    def _dev_size(cls, v: int | float | None) -> int | float | None:
+        if v is None:
+            return v
         if isinstance(v, float) and not v.is_integer() and not 0 < v < 1:
             raise ClirkitError(f"dev_size {v} is neither a count nor a fraction in (0, 1)",
                                fix="pass e.g. --dev-size 1000 or --dev-size 0.05")
@@ -397,27 +321,21 @@ def opus_moses_url(corpus: str, version: str, src: str, tgt: str) -> str:
     return f"https://object.pouta.csc.fi/OPUS-{corpus}/{version}/moses/{a}-{b}.txt.zip"
 
 
-def _http(url: str, timeout: float = 30.0):
-    try:
-        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 -- https URL built above
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise ClirkitError(f"cannot download {url} ({getattr(e, 'reason', e)})",
-                           fix="check the network, or download the Moses zip by hand and pass "
-                               "--format moses --files <the two files>") from None
-
-
 def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, timeout: float = 30.0
                   ) -> tuple[list[Path], str]:
     """Download and unpack an OPUS Moses zip; return the two files (src side first) and the URL.
 
     ``version="latest"`` asks the OPUS API (https://opus.nlpl.eu/opusapi/) for the newest release's URL.
+    Downloads go through :func:`clirkit.data.download.fetch` (https only, ``CLIRKIT_ONLINE=1``,
+    atomic); a zip with a member that could land outside ``dest`` is refused before anything is
+    extracted, and each wanted member is written under its base name inside ``dest`` only.
     """
     a, b = sorted((src, tgt))
     if version == "latest":
         query = urllib.parse.urlencode({"corpus": corpus, "source": a, "target": b,
                                         "preprocessing": "moses", "version": "latest"})
         api = f"https://opus.nlpl.eu/opusapi/?{query}"
-        with _http(api, timeout) as r:
+        with open_url(api, timeout) as r:
             try:
                 found = json.loads(r.read().decode("utf-8")).get("corpora", [])
             except (ValueError, AttributeError):
@@ -427,35 +345,48 @@ def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, tim
         if not urls:
             raise ClirkitError(f"OPUS has no Moses download of {corpus} for {a}-{b}",
                                fix="check the corpus name and pair at https://opus.nlpl.eu")
-        url = urls[0]
+        url = check_url(urls[0])
     else:
         url = opus_moses_url(corpus, version, src, tgt)
-    dest.mkdir(parents=True, exist_ok=True)
     zpath = dest / f"OPUS-{corpus}-{version}-{a}-{b}.txt.zip"
     if not zpath.is_file():
-        tmp = zpath.with_suffix(".part")
-        with _http(url, timeout) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
-        os.replace(tmp, zpath)
+        fetch(url, zpath, timeout=timeout)
+    return extract_moses_pair(zpath, src, tgt, dest), url
+
+
+def extract_moses_pair(zpath: Path, src: str, tgt: str, dest: Path) -> list[Path]:
+    """Extract the ``.src`` and ``.tgt`` members of an OPUS Moses zip into ``dest`` (src first).
+
+    Every member name is checked first (:func:`clirkit.data.download.safe_member_name`); a zip
+    with any unsafe name is refused whole. Members are written to a temporary name inside
+    ``dest`` and renamed, so an interrupted extraction leaves no partial file.
+    """
     try:
         with zipfile.ZipFile(zpath) as z:
-            members = {canonical(Path(m).suffix.lstrip(".")): m for m in z.namelist() if not m.endswith("/")}
+            names = z.namelist()
+            for m in names:
+                safe_member_name(m, zpath)
+            members = {canonical(Path(m).suffix.lstrip(".")): m for m in names if not m.endswith("/")}
             picked = [members.get(canonical(src)), members.get(canonical(tgt))]
             if None in picked:
-                raise ClirkitError(f"the zip has no .{src}/.{tgt} files: {', '.join(z.namelist())}", path=zpath,
+                raise ClirkitError(f"the zip has no .{src}/.{tgt} files: {', '.join(names)}", path=zpath,
                                    fix="check the pair")
+            dest.mkdir(parents=True, exist_ok=True)
             out = []
             for m in picked:
-                target = dest / Path(m).name
+                target = dest / PurePosixPath(m).name
                 if not target.is_file():
-                    z.extract(m, dest)
-                    if (dest / m) != target:
-                        os.replace(dest / m, target)
+                    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=dest)
+                    try:
+                        with os.fdopen(fd, "wb") as f, z.open(m) as src_file:
+                            shutil.copyfileobj(src_file, f, 1 << 20)
+                        os.replace(tmp_name, target)
+                    finally:
+                        Path(tmp_name).unlink(missing_ok=True)
                 out.append(target)
     except zipfile.BadZipFile:
         raise ClirkitError("not a zip file (incomplete download?)", path=zpath, fix="delete it and retry") from None
-    return out, url
+    return out
 
 
 # --------------------------------------------------------------------------- processing
@@ -493,7 +424,14 @@ def _hash(a: str, b: str) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def _dev_count(dev_size: int | float, n: int) -> int:
+#: the default dev split: this share of the filtered pairs, capped at DEV_CAP pairs
+DEV_SHARE, DEV_CAP = 0.1, 1000
+
+
+def _dev_count(dev_size: int | float | None, n: int) -> int:
+    """Dev pairs among ``n``: ``dev_size`` as a count or fraction, else min(1000, 10% of n) but >= 1 for n >= 2."""
+    if dev_size is None:
+        return min(DEV_CAP, max(1, round(DEV_SHARE * n))) if n >= 2 else 0
     return round(dev_size * n) if isinstance(dev_size, float) else int(dev_size)
 
 
@@ -553,7 +491,7 @@ def prepare_bitext(cfg: BitextConfig) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tf:
-            for s, t, score in progress(pairs, "filtering pairs"):
+            for s, t, score in track(pairs, "filtering pairs"):
                 step = 0
                 counts[step] += 1
                 if threshold is not None:
@@ -591,6 +529,9 @@ def prepare_bitext(cfg: BitextConfig) -> Path:
             raise ClirkitError("no sentence pairs left after filtering", path=files[0] if files else None,
                                fix="check the files, the --format and the filter options (card counts: "
                                    + ", ".join(f"{k}={v}" for k, v in zip(names, counts, strict=True)) + ")")
+        if cfg.dev_size is None:
+            log.info("bitext %s: %d pairs after filtering; dev split %d pairs (default min(%d, %d%% of the pairs); "
+                     "set --dev-size to choose)", cfg.pair, kept, n_dev, DEV_CAP, round(DEV_SHARE * 100))
         if n_dev >= kept:
             raise ClirkitError(f"dev_size {cfg.dev_size} leaves no training pairs ({kept} pairs after filtering)",
                                fix="pass a smaller --dev-size (a count or a fraction)")
@@ -620,7 +561,10 @@ def prepare_bitext(cfg: BitextConfig) -> Path:
                     "tokens": "whitespace words; characters of CJK/kana/Hangul/Thai/Lao/Khmer/Myanmar count one each",
                     **({k: v for k, v in extra.items() if fmt == "tmx"}),
                 },
-                split={"dev_size": cfg.dev_size, "seed": cfg.seed, "dev": n_dev, "train": kept - n_dev,
+                split={"dev_size": cfg.dev_size if cfg.dev_size is not None else "auto",
+                       "dev_size_rule": None if cfg.dev_size is not None else
+                       f"min({DEV_CAP}, round({DEV_SHARE} x filtered pairs)), at least 1 when >= 2 pairs",
+                       "seed": cfg.seed, "dev": n_dev, "train": kept - n_dev,
                        "method": "uniform sample without replacement of the filtered pairs (random.Random(seed))"},
                 id_format="<pair>:<index among filtered pairs>",
                 config=cfg.resolved(),

@@ -47,12 +47,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from clirkit.config import Config
-from clirkit.data.formats import DatasetWriter, iter_lines
-from clirkit.data.mmarco import (
-    _irds,
+from clirkit.data.download import guard_irds, load_irds
+from clirkit.data.formats import (
+    DatasetWriter,
     find_file,
-    guard_irds,
     iter_id_text,
+    iter_lines,
     read_trec_qrels,
     write_retrieval,
 )
@@ -280,7 +280,7 @@ def _sasaki_irds(cfg: WikiClirConfig, lang: str) -> tuple[str, dict, Iterable, A
         raise ClirkitError(f"ir_datasets' wikiclir/{lang} has no split {split!r} (only the whole set)",
                            fix="use --split all, or pass --data-dir with the release files")
     dsid = f"wikiclir/{lang}"
-    ds = _irds(dsid)
+    ds = load_irds(dsid)
     qrels: dict[str, dict[str, int]] = {}
     for r in guard_irds(ds.qrels_iter, dsid):
         qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
