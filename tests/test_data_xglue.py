@@ -14,10 +14,13 @@ from clirkit.data.xglue import (
     best_threshold,
     evaluate_xglue,
     load_xglue,
+    prediction_path,
     run_xglue,
     score_wpr,
+    score_xglue_predictions,
     wpr_ndcg,
     wpr_ndcg_at_10,
+    write_xglue_predictions,
 )
 from clirkit.errors import ClirkitError
 
@@ -203,3 +206,43 @@ def test_perturbed_group_queries_for_attacks():
     assert p.docs == d.docs and p.labels == d.labels and d.queries[0] == "cheap flights"
     with pytest.raises(ValueError):
         d.with_group_queries(["only one"])
+
+
+def test_official_prediction_files_score_what_clirkit_reports(tmp_path):
+    """Files written as XGLUE's evaluation/README.md specifies, scored as xglue_evaluate.py scores them."""
+    pred = tmp_path / "predictions"
+    wpr = run_xglue("wpr", ["en"], FIX, cosine_encoder(WPR_EN), predictions_dir=pred)
+    qam = run_xglue("qam", None, FIX, cosine_encoder(QAM), predictions_dir=pred)
+    d = load_xglue("qadsm", "en", "dev", FIX)
+    cos = {d.docs[0]: 0.9, d.docs[1]: 0.1, d.docs[2]: 0.2, d.docs[3]: 0.8,  # en: best cut .85, 3 of 4 right
+           "Laufschuhe kaufen Kostenloser Versand.": 0.7, "Autoversicherung Vergleichen Sie Angebote.": 0.05}
+    qadsm = run_xglue("qadsm", ["en", "de"], FIX, cosine_encoder(cos), predictions_dir=pred)
+
+    assert sorted(str(p.relative_to(pred)) for p in pred.rglob("*") if p.is_file()) == [
+        "QADSM/de.prediction", "QADSM/en.prediction", "QAM/de.prediction", "QAM/en.prediction",
+        "QAM/fr.prediction", "WPR/en.prediction"]
+    wpr_lines = (pred / "WPR/en.prediction").read_text().splitlines()
+    assert [float(x) for x in wpr_lines] == pytest.approx([0.2, 0.9, 0.5, 0.7, 0.1, 0.4, 0.3, 0.6])
+    assert (pred / "QAM/de.prediction").read_text() == "1\n0\n1\n1\n"  # .33 >= .325: the false positive
+    assert set((pred / "QADSM/en.prediction").read_text().split()) == {"Good", "Bad"}
+
+    official = score_xglue_predictions("wpr", FIX / "WPR/xglue.wpr.en.dev", pred / "WPR/en.prediction")
+    assert official == pytest.approx(wpr.loc["en", "nDCG_xglue"], abs=1e-12) and official < 1
+    for lang in ("de", "en", "fr"):
+        got = score_xglue_predictions("QAM", FIX / f"QAM/xglue.qam.{lang}.dev", pred / f"QAM/{lang}.prediction")
+        assert got == pytest.approx(qam.loc[lang, "accuracy"], abs=1e-12)
+    for lang, want in (("en", 0.75), ("de", 1.0)):
+        got = score_xglue_predictions("qadsm", FIX / f"QADSM/xglue.qadsm.{lang}.dev", pred / f"QADSM/{lang}.prediction")
+        assert got == pytest.approx(qadsm.loc[lang, "accuracy"]) == pytest.approx(want)
+
+
+def test_prediction_files_need_one_line_per_row(tmp_path):
+    path = write_xglue_predictions("qam", "fr", [1], prediction_path(tmp_path, "qam", "fr"))
+    assert path == tmp_path / "QAM" / "fr.prediction" and path.read_text() == "1\n"
+    with pytest.raises(ClirkitError, match="1 predictions for 2 rows"):
+        score_xglue_predictions("qam", FIX / "QAM/xglue.qam.fr.dev", path)
+    with pytest.raises(ClirkitError, match="XGLUE QADSM has no language 'es'"):
+        write_xglue_predictions("qadsm", "es", [1], tmp_path / "x")
+    with pytest.raises(ValueError, match="0/1"):
+        write_xglue_predictions("qam", "en", [0.7], tmp_path / "y")
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "x").exists()

@@ -297,10 +297,14 @@ def wpr_ndcg_at_10(labels: Sequence[int], scores: Sequence[float], groups: Seque
     return float(ir_measures.calc_aggregate([measure], qrels, run)[measure])
 
 
-def score_wpr(data: XGlueData, encode: Encode) -> dict[str, float]:
-    """Score a labelled WPR file: official XGLUE nDCG, nDCG@10, and the number of groups scored."""
+def score_wpr(data: XGlueData, scores: Encode | Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Score a labelled WPR file: official XGLUE nDCG, nDCG@10, and the number of groups scored.
+
+    ``scores`` is one relevance score per row, or an ``encode`` function that yields them (cosine).
+    """
     labels = _require_labels(data)
-    scores = cosine_pairs(encode, data.queries, data.docs)
+    if callable(scores):
+        scores = cosine_pairs(scores, data.queries, data.docs)
     ndcg, n = wpr_ndcg(labels, scores, data.groups)
     return {"nDCG_xglue": ndcg, "nDCG@10": wpr_ndcg_at_10(labels, scores, data.groups), "queries": n, "rows": len(data)}
 
@@ -341,14 +345,19 @@ def pair_scores(data: XGlueData, encode: Encode) -> np.ndarray:
     return cosine_pairs(encode, data.queries, data.docs)
 
 
-def accuracy(data: XGlueData, encode: Encode, threshold: float) -> float:
-    """Accuracy of "cosine >= threshold" on a labelled QAM/QADSM file."""
+def accuracy(data: XGlueData, predicted: Encode | Sequence[int] | np.ndarray, threshold: float | None = None) -> float:
+    """Accuracy on a labelled QAM/QADSM file of 0/1 ``predicted`` labels, or of "cosine >= threshold"
+    when ``predicted`` is an ``encode`` function."""
     labels = np.asarray(_require_labels(data))
-    return float(((pair_scores(data, encode) >= threshold).astype(int) == labels).mean())
+    if callable(predicted):
+        if threshold is None:
+            raise ValueError("an encode function needs a threshold")
+        predicted = (pair_scores(data, predicted) >= threshold).astype(int)
+    return float((np.asarray(predicted, dtype=np.int64) == labels).mean())
 
 
 def run_xglue(task: str, langs: Sequence[str] | None, data_dir: str | Path | None, encode: Encode,
-              *, split: str = "dev") -> pd.DataFrame:
+              *, split: str = "dev", predictions_dir: str | Path | None = None) -> pd.DataFrame:
     """Score one XGLUE task for several languages with a model-independent ``encode``.
 
     WPR: official XGLUE nDCG (see :func:`wpr_ndcg`) and nDCG@10 per language. QAM/QADSM: a cosine
@@ -361,6 +370,8 @@ def run_xglue(task: str, langs: Sequence[str] | None, data_dir: str | Path | Non
         data_dir: XGLUE folder (None = ``$CLIRKIT_XGLUE_DIR``, then ``data/xglue``).
         encode: ``texts -> np.ndarray`` with one L2-normalised row per text.
         split: "dev" (default) or a labelled "test".
+        predictions_dir: if given, also write the official prediction files there,
+            ``<predictions_dir>/<TASK>/<lang>.prediction`` (see :func:`write_xglue_predictions`).
 
     Returns:
         A DataFrame indexed by language, with an ``avg`` row (the mean over languages, as the
@@ -377,14 +388,21 @@ def run_xglue(task: str, langs: Sequence[str] | None, data_dir: str | Path | Non
     rows: dict[str, dict[str, float]] = {}
     if t == "wpr":
         for x in langs:
-            rows[x] = score_wpr(load_xglue(t, x, split, data_dir), encode)
+            data = load_xglue(t, x, split, data_dir)
+            scores = cosine_pairs(encode, data.queries, data.docs)
+            if predictions_dir is not None:
+                write_xglue_predictions(t, x, scores, prediction_path(predictions_dir, t, x))
+            rows[x] = score_wpr(data, scores)
         metrics = ["nDCG_xglue", "nDCG@10"]
     else:
         en_dev = load_xglue(t, "en", "dev", data_dir)
         thr, _ = best_threshold(pair_scores(en_dev, encode), _require_labels(en_dev))
         for x in langs:
             data = en_dev if (x == "en" and split == "dev") else load_xglue(t, x, split, data_dir)
-            rows[x] = {"accuracy": accuracy(data, encode, thr), "threshold": thr, "rows": len(data)}
+            predicted = (pair_scores(data, encode) >= thr).astype(int)
+            if predictions_dir is not None:
+                write_xglue_predictions(t, x, predicted, prediction_path(predictions_dir, t, x))
+            rows[x] = {"accuracy": accuracy(data, predicted), "threshold": thr, "rows": len(data)}
         metrics = ["accuracy"]
     df = pd.DataFrame.from_dict(rows, orient="index")
     avg = {c: float(df[c].mean()) for c in metrics}
@@ -399,3 +417,115 @@ def run_xglue(task: str, langs: Sequence[str] | None, data_dir: str | Path | Non
 def evaluate_xglue(cfg: XGlueConfig, encode: Encode) -> pd.DataFrame:
     """:func:`run_xglue` driven by an :class:`XGlueConfig` (what the CLI builds)."""
     return run_xglue(cfg.task, cfg.langs, cfg.data_dir, encode, split=cfg.split)
+
+
+# --------------------------------------------------------------------------- official prediction files
+
+#: how each task's prediction line spells a 0/1 decision (QADSM's labels are Good/Bad in the release)
+_PREDICTION_LABELS = {"qam": ("0", "1"), "qadsm": ("Bad", "Good")}
+
+
+def prediction_path(root: str | Path, task: str, lang: str) -> Path:
+    """``<root>/<TASK>/<lang>.prediction``, where XGLUE's ``xglue_evaluate.py --prediction_dir root`` reads it."""
+    t, folder, _, _ = _task(task)
+    return Path(root) / folder / f"{lang.lower()}.prediction"
+
+
+def write_xglue_predictions(task: str, lang: str, values: Sequence[float] | np.ndarray, path: str | Path) -> Path:
+    """Write one XGLUE prediction file in the official submission format.
+
+    Format (microsoft/XGLUE ``evaluation/README.md``, "prediction file format", read by
+    ``evaluation/xglue_evaluate.py``): a plain-text file ``<TASK>/<lang>.prediction`` (e.g.
+    ``WPR/de.prediction``) inside the folder passed as ``--prediction_dir``, with exactly one line per
+    row of the input file ``<TASK>/xglue.<task>.<lang>.<split>``, line i answering row i:
+
+    * WPR: the row's relevance score. The script reads it with ``float()`` and ranks each query's
+      rows by it for nDCG, so a real-valued score is accepted (the README lists graded labels 0-4 as
+      the example; any number that orders the rows works). Written with ``repr`` precision so the
+      ranking, ties included, is exactly the one scored here.
+    * QAM: the predicted label, ``0`` or ``1``.
+    * QADSM: the predicted label, ``Good`` or ``Bad`` (the script compares strings with the labels).
+
+    Args:
+        task: "wpr", "qam" or "qadsm".
+        lang: the language code (file name).
+        values: WPR scores, or QAM/QADSM 0/1 decisions, one per input row.
+        path: where to write; :func:`prediction_path` gives the official place under a folder.
+
+    Returns:
+        ``path``. The file is written to a temporary name and renamed, so it is complete or absent.
+    """
+    t, _, langs, _ = _task(task)
+    if lang.lower() not in langs:
+        raise ClirkitError(f"XGLUE {t.upper()} has no language {lang!r}", fix=f"use one of: {', '.join(langs)}")
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"expected one value per row, got shape {arr.shape}")
+    if t == "wpr":
+        lines = [repr(float(v)) for v in arr]
+    else:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{t} predictions must be 0/1 labels")
+        names = _PREDICTION_LABELS[t]
+        lines = [names[int(v)] for v in arr]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def score_xglue_predictions(task: str, labels_file: str | Path, prediction_file: str | Path) -> float:
+    """Score one prediction file against one XGLUE label file as ``xglue_evaluate.py`` does.
+
+    A re-implementation of the official scorer's reading, grouping and metric (microsoft/XGLUE
+    ``evaluation/xglue_evaluate.py``: ``load_data``, ``simple_accuracy``, ``simple_ndcg``), used to
+    check that the files :func:`write_xglue_predictions` writes score what clirkit reports:
+
+    * every line of both files is one row; the label is the label file's last tab field, stripped;
+      the prediction is the stripped line;
+    * WPR: a new group starts whenever the raw first field (the query) differs from the previous
+      row's; each group with at least 2 rows scores ``sklearn.metrics.ndcg_score`` (labels as gains,
+      the float predictions as ranking scores, no cutoff); the result is the mean over groups;
+    * QAM, QADSM: accuracy, the share of rows whose prediction string equals the label string.
+
+    Unlike the official script (which ``zip``s and silently truncates), different row counts are
+    a ClirkitError.
+
+    Raises:
+        ClirkitError: unknown task, missing file, different numbers of rows.
+    """
+    from sklearn.metrics import ndcg_score
+
+    t, _, _, _ = _task(task)
+    labels_file, prediction_file = Path(labels_file), Path(prediction_file)
+    for f in (labels_file, prediction_file):
+        if not f.is_file():
+            raise ClirkitError("file not found", path=f, fix="check the path")
+    rows = labels_file.read_text(encoding="utf-8").splitlines()
+    preds = [x.strip() for x in prediction_file.read_text(encoding="utf-8").splitlines()]
+    if len(rows) != len(preds):
+        raise ClirkitError(f"{len(preds)} predictions for {len(rows)} rows of {labels_file.name}",
+                           path=prediction_file, fix="write one prediction line per input row, in order")
+    labels = [r.split("\t")[-1].strip() for r in rows]
+    if t != "wpr":
+        return float(np.mean([p == y for p, y in zip(preds, labels, strict=True)]))
+    groups: list[int] = []
+    guid, last = 0, ""
+    for r in rows:
+        query = r.split("\t")[0]
+        if query != last and last:
+            guid += 1
+        last = query
+        groups.append(guid)
+    by_group: dict[int, tuple[list[float], list[float]]] = {}
+    for g, p, y in zip(groups, preds, labels, strict=True):
+        ps, ys = by_group.setdefault(g, ([], []))
+        ps.append(float(p))
+        ys.append(float(y))
+    values = [ndcg_score(np.asarray([ys]), np.asarray([ps])) for ps, ys in by_group.values() if len(ys) >= 2]
+    return float(np.mean(values))
