@@ -103,7 +103,7 @@ class Analyzer:
         stopwords: drop the language's bm25s stopwords when bm25s has a list.
 
     Example:
-        >>> Analyzer("en")("The cats were running")
+        >>> Analyzer("en")("The cats are running")
         ['cat', 'run']
     """
 
