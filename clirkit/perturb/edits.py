@@ -187,7 +187,8 @@ def edit_word(cl: list[str], sites: Sequence[int], edit: WordEdit, rng: random.R
 
 
 def perturb_words(text: str, rng: random.Random, edit: WordEdit, rate: float,
-                   min_len: int) -> str:
+                  min_len: int) -> str:
+    """Apply one ``edit`` to each of ``rate`` of the eligible words of ``text`` (drawn with ``rng``)."""
     check_common(rate, min_len)
     parts = split_words(text)
     eligible = eligible_words(parts, edit, min_len)

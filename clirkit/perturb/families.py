@@ -66,10 +66,12 @@ WORD_EDITS: dict[str, Callable[..., WordEdit]] = {}
 
 def _word_perturbation(name: str, edit: Callable[..., WordEdit]):
     def deco(fn: Perturbation) -> Perturbation:
+        PERTURBATIONS.register(name)(fn)  # first, so a duplicate name leaves WORD_EDITS untouched
         WORD_EDITS[name] = edit
-        return PERTURBATIONS.register(name)(fn)
+        return fn
 
     return deco
+
 
 # --------------------------------------------------------------------------- perturbations
 
