@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from clirkit.data.formats import Dataset, iter_bitext, sha256_file
 from clirkit.errors import ClirkitError
-from clirkit.perturb import match_case, split_words, words
+from clirkit.text import match_case, split_words, words
 
 TSV_HEADER = ("foreign", "english", "score")
 METHODS = ("dice", "ibm1")
@@ -229,7 +229,7 @@ def induce_lexicon(pairs: Iterable[tuple[str, str]], method: str = "dice", itera
                    min_count: int = 2) -> Lexicon:
     """Induce a foreign -> English lexicon from sentence pairs.
 
-    Words are the lower-cased word tokens of :func:`clirkit.perturb.words`; words seen fewer
+    Words are the lower-cased word tokens of :func:`clirkit.text.words`; words seen fewer
     than ``min_count`` times on their side are dropped before counting, which bounds the
     vocabulary and keeps rare words from acting as alignment "garbage collectors".
 
@@ -500,7 +500,7 @@ def translate_query(text: str, lexicon: Mapping[str, str]) -> str:
     """Translate ``text`` word by word; unknown words and all separators are kept.
 
     The offline stand-in for query translation: each word is looked up lower-cased and the
-    translation takes the word's capitalisation (:func:`clirkit.perturb.match_case`).
+    translation takes the word's capitalisation (:func:`clirkit.text.match_case`).
 
     Args:
         text: the foreign query.

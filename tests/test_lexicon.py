@@ -4,8 +4,11 @@ FreeDict (dictd) reading, query translation."""
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import struct
+import subprocess
+import sys
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -363,3 +366,16 @@ def test_translator_for_induces_from_the_dataset_bitext_or_loads_a_file(tmp_path
         translator_for("lexicon", Dataset(path=tmp_path / "empty", card={}, queries={}, qrels={}))
     with pytest.raises(ClirkitError, match="lexicon or lexicon:PATH"):
         translator_for("google", ds)
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def test_lexicon_does_not_import_perturb():
+    # Imports flow one way, perturb -> lexicon (code-switch loads lexicon files); lexicon takes its
+    # word splitting and case helpers from clirkit.text. A fresh interpreter shows what it loads.
+    code = ("import sys, clirkit.lexicon; "
+            "print(sorted(m for m in sys.modules if m.startswith('clirkit.perturb') or m == 'clirkit.text'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "['clirkit.text']"

@@ -17,6 +17,7 @@ from clirkit.perturb import (
     QWERTY_NEIGHBOURS,
     PerturbSpec,
     accepted_params,
+    char_swap,
     clusters,
     edit_candidates,
     parse_spec,
@@ -396,6 +397,25 @@ def test_programmatic_specs_are_validated_too():
         PerturbSpec("word-drop", {"min_len": True})
 
 
+
+def test_registry_rejects_a_duplicate_name():
+    with pytest.raises(ValueError, match="'char-swap' is already registered"):
+        PERTURBATIONS.register("char-swap")(lambda text, rng: text)
+    assert PERTURBATIONS.get("char-swap") is char_swap  # the original stays registered
+
+
+def test_public_names_stay_importable_from_the_package():
+    import clirkit.perturb
+    import clirkit.text
+
+    expected = {"PerturbSpec", "parse_spec", "perturb_many", "text_rng", "edit_candidates", "accepted_params",
+                "resolve_lexicon", "PERTURBATIONS", "HOMOGLYPHS", "QWERTY_NEIGHBOURS", "char_swap", "word_drop"}
+    assert expected <= set(clirkit.perturb.__all__)
+    assert all(hasattr(clirkit.perturb, name) for name in clirkit.perturb.__all__)
+    for name in ("split_words", "words", "clusters", "match_case", "strip_marks"):
+        assert getattr(clirkit.perturb, name) is getattr(clirkit.text, name)
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -404,16 +424,38 @@ def test_programmatic_specs_are_validated_too():
 def test_perturb_many_depends_only_on_seed_and_index(texts, seed):
     spec = parse_spec("char-swap:rate=1")
     out = perturb_many(spec, texts, seed)
-    assert out == [spec.apply(t, text_rng(seed, i)) for i, t in enumerate(texts)]
-    # Changing the other texts of the batch changes nothing for text 0.
-    assert perturb_many(spec, texts[:1] + ["other words here"] * 3, seed)[0] == out[0]
+    # Text i is perturbed alone by a fresh generator seeded from (seed, i): not by one generator
+    # shared along the batch, whose state would depend on the texts before it.
+    assert out == [spec.apply(t, random.Random(f"clirkit.perturb:{seed}:{i}")) for i, t in enumerate(texts)]
+    # Replacing every other text of the batch, or moving the batch's end, changes nothing for text i.
+    for i, text in enumerate(texts):
+        others = ["wonderful beautiful marvellous"] * (len(texts) + 2)
+        assert perturb_many(spec, [*others[:i], text, *others[i:]], seed)[i] == out[i]
+
+
+def test_text_rng_is_pinned_across_versions():
+    # Stored runs are reproduced from their seed: the derivation (SHA-512 of a string seed) must
+    # not change. These draws come from the first release; hash()- or time-based seeding differs.
+    assert text_rng(0, 0).random() == 0.11043959962267524
+    assert text_rng(3, 7).random() == 0.4158157985164941
 
 
 def test_perturb_many_seeds_differ_and_zero_is_a_seed():
-    texts = ["wonderful beautiful marvellous"] * 20
-    a, b = perturb_many("char-swap:rate=1", texts, 0), perturb_many("char-swap:rate=1", texts, 1)
-    assert a != b
-    assert len(set(a)) > 1  # each index gets its own generator
+    texts = ["wonderful beautiful marvellous"] * 3
+    # Pinned outputs: seed 0 is a seed like any other (not "unseeded"), each index has its own
+    # generator (the three identical texts come out different), and seed 1 gives other outputs.
+    assert perturb_many("char-swap:rate=1", texts, 0) == [
+        "wondefrul beautiufl marvelolus", "wonderufl beautfiul marvelluos", "wonderufl beauitful marvelolus"]
+    assert perturb_many("char-swap:rate=1", texts, 1) == [
+        "wondreful beautfiul mravellous", "wonderufl beauitful mravellous", "wodnerful beauitful mravellous"]
+
+
+def test_perturb_many_pinned_on_tagalog_vietnamese_persian():
+    # Swaps move whole grapheme clusters: "ế" and "ệ" (with their tone marks) and the Persian
+    # ZWNJ stay whole.
+    texts = ["Nagluluto si Lola ng adobo", "Tiếng Việt có nhiều dấu thanh", "می\u200cخواهم کتاب\u200cهای فارسی"]
+    assert perturb_many("char-swap:rate=1", texts, 0) == [
+        "Nagluulto si Lloa ng adboo", "Tếing Vệit có nihều dấu thnah", "می\u200cوخاهم کتاب\u200cاهی فراسی"]
 
 
 def test_empty_query_names_its_id():
