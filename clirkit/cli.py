@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
 
 import typer
 from pydantic.fields import FieldInfo
+from rich.markup import escape
 
 # Offline unless asked: a hub lookup must fail fast, never hang (set before HF libraries load).
 if os.environ.get("CLIRKIT_ONLINE", "0") != "1":
@@ -21,7 +25,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from clirkit import __version__  # noqa: E402
-from clirkit.config import Config, EvalConfig, IndexConfig, build  # noqa: E402
+from clirkit.config import (  # noqa: E402
+    AttackConfig,
+    BenchmarkOptions,
+    CommandConfig,
+    Config,
+    DistillConfig,
+    EvalConfig,
+    IndexConfig,
+    IndexOptions,
+    RetrievalOptions,
+    build,
+)
 from clirkit.data import SOURCES  # noqa: E402
 from clirkit.errors import ClirkitError  # noqa: E402
 from clirkit.progress import err  # noqa: E402
@@ -44,42 +59,84 @@ def main_options(
     runs_dir: Annotated[Path, typer.Option(envvar="CLIRKIT_RUNS_DIR", help="where experiment directories go")]
     = Path("experiments/runs"),
     seed: Annotated[int, typer.Option(min=0, help="random seed (0 is a seed)")] = 0,
+    device: Annotated[str | None, typer.Option(
+        help=CommandConfig.model_fields["device"].description, show_default="auto")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help=CommandConfig.model_fields["precision"].description, show_default="fp32")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="show the version and exit")] = False,
 ) -> None:
-    """Global options shared by every command."""
+    """Global options shared by every command (each computing command also takes them after its name)."""
     from rich.logging import RichHandler
 
     log = logging.getLogger("clirkit")
     if not any(isinstance(h, RichHandler) for h in log.handlers):
         log.addHandler(RichHandler(console=err, show_path=False, show_time=False))
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    ctx.obj = {"runs_dir": runs_dir, "seed": seed}
+    given = {"device": device, "precision": precision}
+    ctx.obj = {"runs_dir": runs_dir, "seed": seed, **{k: v for k, v in given.items() if v is not None}}
 
 
-def _call(fn, cfg: Config) -> None:
-    """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line."""
+def _fail(e: ClirkitError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def _call(fn: Callable[[Any], Path], cfg: Config) -> None:
+    """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line.
+
+    A computing command's device and precision are checked first, so a missing GPU fails
+    before anything is written.
+    """
     try:
+        if isinstance(cfg, CommandConfig):
+            from clirkit.device import resolve_runtime
+
+            resolve_runtime(cfg.device, cfg.precision)
         path = fn(cfg)
     except ClirkitError as e:
-        err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(e)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
         print(path, flush=True)
 
 
 def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) -> Config:
-    if ctx is not None and "runs_dir" in cls.model_fields:
-        values = {**ctx.obj, **values}
+    """Validate ``values`` (over the global options in ``ctx``) into ``cls``."""
+    if ctx is not None and ctx.obj:
+        values = {**{k: v for k, v in ctx.obj.items() if k in cls.model_fields}, **values}
     try:
         return build(cls, **values)
     except ClirkitError as e:
-        err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(e)
 
 
-# --------------------------------------------------------------------------- prepare
+# --------------------------------------------------------------------------- options from configs
+
+#: extra spellings of an option (the field's own name always works: ``rates`` -> ``--rates``)
+ALIASES: dict[str, tuple[str, ...]] = {"rates": ("--rate",), "langs": ("--lang",)}
+#: help-panel title for the fields a shared options class defines
+PANELS: dict[type[Config], str] = {CommandConfig: "Run options", IndexOptions: "Index options",
+                                   RetrievalOptions: "Retrieval options", BenchmarkOptions: "Benchmark options"}
+_TOP_LEVEL_COMMA = re.compile(r",(?![^(]*\))")  # not inside ir_measures parameters: P(rel=2,judged_only=True)@5
+
+
+def _items(field_name: str, values: list[str]) -> list[str]:
+    """The items of a list option: repeated options, each also split on commas (measures also on
+    spaces); perturbation specs keep their commas (``char-swap:rate=0.2,min_len=4``)."""
+    if field_name == "perturb":
+        return [v.strip() for v in values if v.strip()]
+    out = []
+    for value in values:
+        for part in _TOP_LEVEL_COMMA.split(value):
+            out.extend(part.split() if field_name == "measures" else [part.strip()])
+    return [v for v in out if v]
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return get_origin(annotation) in (Union, UnionType) and any(get_origin(a) is list for a in get_args(annotation))
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -87,173 +144,122 @@ def _cli_type(annotation: Any) -> Any:
     if annotation in (str, int, float, bool, Path):
         return annotation
     origin, args = get_origin(annotation), get_args(annotation)
-    if origin is list and args and args[0] in (str, Path, int, float):
-        return list[args[0]]
+    if origin is list:
+        return list[args[0]] if args and args[0] in (str, Path) else list[str]
     if origin in (Union, UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and rest[0] in (str, int, float, bool, Path):
-            return rest[0] | None
+            return rest[0]
         if len(rest) == 1 and get_origin(rest[0]) is list:
-            return _cli_type(rest[0]) | None
-        return str | None
+            return _cli_type(rest[0])
     return str
 
 
 def _help(field: FieldInfo) -> str:
     text = field.description or ""
     if get_origin(field.annotation) is Literal:
-        text += f" [{'|'.join(map(str, get_args(field.annotation)))}]"
+        text += escape(f" [{'|'.join(map(str, get_args(field.annotation)))}]")  # brackets are rich markup
     return text
 
 
-def config_command(group: typer.Typer, name: str, cls: type[Config], fn, arguments: tuple[str, ...] = (),
-                   help: str | None = None) -> None:
-    """Register ``name`` on ``group`` as a command whose options are ``cls``'s fields.
+def _shown_default(field: FieldInfo) -> str | bool:
+    if field.is_required():
+        return False
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return False
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
 
-    One option per field (its description is the help text, its default the default); fields
-    named in ``arguments`` are positional. The command validates the values into ``cls`` and
-    calls ``fn(cfg)``: a prepare command is its config, so the two cannot drift apart.
+
+def _panel(cls: type[Config], field_name: str) -> str | None:
+    for klass in reversed(cls.__mro__):  # the shared class that first declares the field
+        if klass in PANELS and field_name in getattr(klass, "__annotations__", {}):
+            return PANELS[klass]
+    return None
+
+
+def config_params(cls: type[Config], arguments: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One Typer parameter per field of ``cls``: the field's name (``maxsim_mode`` ->
+    ``--maxsim-mode``, as in TOML), its description as help, its default shown.
+
+    Options default to None (= not given), so the config's own defaults, validators and
+    ``$CLIRKIT_DEVICE`` apply: the CLI decides nothing. A list field is a repeatable option
+    whose values may also be comma separated. Fields named in ``arguments`` are positional.
     """
+    own = [n for n in cls.model_fields if n in vars(cls).get("__annotations__", {})]
+    order = own + [n for n in cls.model_fields if n not in own]  # the command's own options first
     params = []
-    for field_name, field in cls.model_fields.items():
-        info = (typer.Argument if field_name in arguments else typer.Option)(help=_help(field))
-        default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
-        params.append(inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=Annotated[_cli_type(field.annotation), info]))
+    for name in order:
+        field = cls.model_fields[name]
+        kind = _cli_type(field.annotation)
+        if name in arguments:
+            info = typer.Argument(help=_help(field))
+            default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
+        else:
+            decls = (f"--{name.replace('_', '-')}", *ALIASES.get(name, ())) if kind is not bool else ()
+            info = typer.Option(*decls, help=_help(field), show_default=_shown_default(field),
+                                rich_help_panel=_panel(cls, name))
+            # required fields stay required options; the others default to None (= not given)
+            default, kind = (inspect.Parameter.empty, kind) if field.is_required() else (None, kind | None)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, info]))
+    return params
 
-    def command(**values: Any) -> None:
-        _call(fn, _config(cls, **{k: v for k, v in values.items() if v is not None or k in arguments}))
 
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = help or (fn.__doc__ or "").split("\n")[0]
-    group.command(name)(command)
+def _lazy(target: str) -> Callable[[Any], Path]:
+    """``module:function``, imported when the command runs (torch and faiss load only then)."""
+    module, _, name = target.partition(":")
+
+    def call(cfg: Any) -> Path:
+        return getattr(importlib.import_module(module), name)(cfg)
+
+    call.__doc__ = f"{target}(cfg)"
+    return call
+
+
+def config_command(group: typer.Typer, names: str | tuple[str, ...], cls: type[Config], fn: Callable | str,
+                   arguments: tuple[str, ...] = (), help: str | None = None) -> None:
+    """Register a command whose options are ``cls``'s fields and which calls ``fn(cfg)``.
+
+    The command only validates what was given into ``cls`` (over the global options for a
+    :class:`CommandConfig`) and calls ``fn`` (``"module:function"`` is imported lazily), so the
+    command line and the config, TOML grids included, cannot drift apart. Further ``names``
+    are hidden aliases.
+    """
+    run = _lazy(fn) if isinstance(fn, str) else fn
+    params = config_params(cls, arguments)
+    list_fields = {n for n, f in cls.model_fields.items() if _is_list(f.annotation) and n not in arguments}
+    takes_globals = issubclass(cls, CommandConfig)
+
+    def command(ctx: typer.Context, **values: Any) -> None:
+        given = {k: _items(k, v) if k in list_fields and v else v for k, v in values.items()
+                 if v is not None and not (k in list_fields and v == [])}
+        given.update({k: v for k, v in values.items() if k in arguments})
+        _call(run, _config(cls, ctx if takes_globals else None, **given))
+
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    command.__signature__ = inspect.Signature([ctx_param, *params])  # type: ignore[attr-defined]
+    command.__doc__ = help or (getattr(fn, "__doc__", None) or "").split("\n")[0]
+    names = (names,) if isinstance(names, str) else names
+    group.command(names[0])(command)
+    for alias in names[1:]:
+        group.command(alias, hidden=True, help=f"Alias of `clirkit {names[0]}`.")(command)
 
 
 for _name in SOURCES:
     _src = SOURCES.get(_name)
     config_command(prepare_app, _name, _src.config, _src.prepare, arguments=_src.arguments, help=_src.summary)
 
-
-# --------------------------------------------------------------------------- index / eval
-
-ModelOpt = Annotated[str, typer.Option(help="encoder: a folder, a hub id, a distill run, or 'minilm'")]
-DatasetOpt = Annotated[Path, typer.Option(help="a prepared dataset folder")]
-FactoryOpt = Annotated[str, typer.Option(help="FAISS factory string (Flat = exact inner product)")]
-ScoringOpt = Annotated[str, typer.Option(help="dense (one vector) or maxsim (late interaction over tokens)")]
-BatchOpt = Annotated[int, typer.Option(help="encoding batch size")]
-
-
-@app.command("index")
-def index_cmd(
-    ctx: typer.Context,
-    dataset: DatasetOpt,
-    model: ModelOpt = "minilm",
-    factory: FactoryOpt = "Flat",
-    scoring: ScoringOpt = "dense",
-    batch_size: BatchOpt = 64,
-) -> None:
-    """Encode a corpus and build a FAISS index (reused when model and corpus are unchanged)."""
-    from clirkit.index import run_index
-
-    _call(run_index, _config(IndexConfig, ctx, model=model, dataset=dataset, factory=factory, scoring=scoring,
-                             batch_size=batch_size))
-
-
-@app.command("eval")
-def eval_cmd(
-    ctx: typer.Context,
-    dataset: Annotated[Path | None, typer.Option(help="a prepared dataset folder")] = None,
-    benchmark: Annotated[str | None, typer.Option(help="xglue: score the XGLUE files instead of a dataset")] = None,
-    task: Annotated[str, typer.Option(help="XGLUE task: wpr, qam or qadsm")] = "wpr",
-    lang: Annotated[str | None, typer.Option(help="XGLUE languages, comma separated (default: all)")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="XGLUE folder (default $CLIRKIT_XGLUE_DIR, data/xglue)")]
-    = None,
-    model: Annotated[str | None, typer.Option(help="both encoders; a distill run means student + its teacher")]
-    = None,
-    query_model: Annotated[str | None, typer.Option(help="query encoder (asymmetric pair)")] = None,
-    doc_model: Annotated[str | None, typer.Option(help="document encoder (asymmetric pair)")] = None,
-    measures: Annotated[str, typer.Option(help="ir_measures strings, space or comma separated")]
-    = "nDCG@10 RR@10 R@100 AP",
-    top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
-    split: Annotated[str | None, typer.Option(help="qrels split (default test; XGLUE: dev)")] = None,
-    scoring: ScoringOpt = "dense",
-    factory: FactoryOpt = "Flat",
-    batch_size: BatchOpt = 64,
-    query_translation: Annotated[str | None, typer.Option(
-        help="lexicon[:PATH]: translate queries word by word before encoding (baseline)")] = None,
-) -> None:
-    """Search a prepared dataset (or score XGLUE) and write ir_measures tables."""
-    from clirkit.evaluate import run_eval
-
-    if model is None and query_model is None and doc_model is None:
-        model = "minilm"
-    _call(run_eval, _config(EvalConfig, ctx, model=model, query_model=query_model, doc_model=doc_model,
-                            dataset=dataset, benchmark=benchmark, task=task,
-                            langs=lang.replace(" ", "").split(",") if lang else None, data_dir=data_dir,
-                            measures=measures.replace(",", " ").split(), top_k=top_k,
-                            split=split or ("dev" if benchmark == "xglue" else "test"), scoring=scoring,
-                            factory=factory, batch_size=batch_size, query_translation=query_translation))
-
-
-# --------------------------------------------------------------------------- attack
-
-
-def _split_commas(values: list[str] | None) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-
-
-def attack_cmd(
-    ctx: typer.Context,
-    perturb: Annotated[list[str] | None, typer.Option(
-        help="perturbation spec, e.g. char-swap or word-drop:rate=0.1 (repeatable; default char-swap)")] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        help="encoder to attack (repeatable): folder, hub id, distill run, 'minilm'; "
-             "default: the newest completed distill run")] = None,
-    dataset: Annotated[Path | None, typer.Option(help="prepared dataset (default: the distill run's)")] = None,
-    benchmark: Annotated[str | None, typer.Option(help="xglue: perturb the XGLUE queries instead")] = None,
-    task: Annotated[str, typer.Option(help="XGLUE task: wpr, qam or qadsm")] = "wpr",
-    lang: Annotated[str | None, typer.Option(help="XGLUE languages, comma separated (default: all)")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="XGLUE folder (default $CLIRKIT_XGLUE_DIR, data/xglue)")]
-    = None,
-    rate: Annotated[str | None, typer.Option(help="rates in [0,1], comma separated, overriding each spec's")]
-    = None,
-    seeds: Annotated[int, typer.Option(help="perturbation seeds per spec and rate (--seed, --seed+1, ...)")] = 3,
-    search: Annotated[str, typer.Option(help="random, or greedy (rank-aware black-box attack)")] = "random",
-    max_edits: Annotated[int, typer.Option(help="greedy: most edits per query")] = 3,
-    max_queries: Annotated[int, typer.Option(help="greedy: most candidate texts encoded per query")] = 200,
-    success_k: Annotated[int, typer.Option(help="greedy: success when no relevant document is in the top k")] = 10,
-    objective: Annotated[str, typer.Option(
-        help="greedy: best relevant minus the k-th (topk) or best (top1) non-relevant score")] = "topk",
-    sample: Annotated[int | None, typer.Option(help="attack a seeded sample of N judged queries")] = None,
-    query_translation: Annotated[list[str] | None, typer.Option(
-        help="none, lexicon or lexicon:PATH (repeatable: one system per model and value)")] = None,
-    measures: Annotated[str, typer.Option(help="ir_measures strings, space or comma separated")]
-    = "nDCG@10 RR@10 R@100 AP",
-    top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
-    split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    scoring: ScoringOpt = "dense",
-    factory: FactoryOpt = "Flat",
-    batch_size: BatchOpt = 64,
-) -> None:
-    """Perturb the queries (random or greedy) and report clean vs attacked retrieval quality."""
-    from clirkit.attack import run_attack
-    from clirkit.config import AttackConfig
-
-    if benchmark == "xglue" and split == "test":
-        split = "dev"  # XGLUE's labelled files are the dev sets
-    _call(run_attack, _config(AttackConfig, ctx, perturb=perturb or ["char-swap"], model=_split_commas(model),
-                              dataset=dataset, benchmark=benchmark, task=task, data_dir=data_dir,
-                              langs=lang.replace(" ", "").split(",") if lang else None,
-                              rates=_split_commas([rate] if rate else None), seeds=seeds,
-                              search=search, max_edits=max_edits, max_queries=max_queries, success_k=success_k,
-                              objective=objective, sample=sample,
-                              query_translation=_split_commas(query_translation),
-                              measures=measures.replace(",", " ").split(), top_k=top_k, split=split,
-                              scoring=scoring, factory=factory, batch_size=batch_size))
-
-
-app.command("attack")(attack_cmd)
-app.command("perturb", hidden=True, help="Alias of `clirkit attack`.")(attack_cmd)
+config_command(app, "distill", DistillConfig, "clirkit.distill:run_distill",
+               help="Distil a foreign-language student from a frozen English teacher on bitext (OPTICAL, MSE).")
+config_command(app, "index", IndexConfig, "clirkit.index:run_index",
+               help="Encode a corpus and build a FAISS index (reused when model and corpus are unchanged).")
+config_command(app, "eval", EvalConfig, "clirkit.evaluate:run_eval",
+               help="Search a prepared dataset (or score XGLUE) and write ir_measures tables.")
+config_command(app, ("attack", "perturb"), AttackConfig, "clirkit.attack:run_attack",
+               help="Perturb the queries (random or greedy) and report clean vs attacked retrieval quality.")
 
 
 @app.command("run")
@@ -266,7 +272,8 @@ def run_cmd(
     from clirkit.experiment import load_experiment, run_experiment
 
     def go(_: Config) -> Path:
-        cfg = load_experiment(experiment, overrides or [], runs_dir=ctx.obj["runs_dir"])
+        given = {k: v for k, v in ctx.obj.items() if k != "seed"}  # an experiment's seeds are its own
+        cfg = load_experiment(experiment, overrides or [], **given)
         return run_experiment(cfg, str(experiment))
 
     _call(go, Config())
@@ -284,83 +291,12 @@ def report_cmd(
 
     def go(_: Config) -> Path:
         children, cfg = load_children(run)
-        with start_run(ctx.obj["runs_dir"], "report", cfg, cfg.seed) as new:
+        with start_run(ctx.obj["runs_dir"], "report", cfg, cfg.seed, uses_device=False) as new:  # no compute
             new.record(report_of=str(run))
             build_report(new.path, children, cfg)
         return new.path
 
     _call(go, Config())
-
-
-# --------------------------------------------------------------------------- distill
-
-
-@app.command("distill")
-def distill_cmd(
-    ctx: typer.Context,
-    pair: Annotated[str | None, typer.Option(help="language pair, e.g. en-tl (finds the prepared bitext under data/)")]
-    = None,
-    bitext: Annotated[Path | None, typer.Option(help="prepared folder with bitext/train.tsv (default: by --pair)")]
-    = None,
-    loss: Annotated[str, typer.Option(help="ot, mse, ot+mse, or zero-shot (the teacher itself, no training)")] = "ot",
-    teacher: Annotated[str, typer.Option(help="frozen English teacher: folder, hub id or 'minilm'")] = "minilm",
-    student: Annotated[str, typer.Option(help="static, copy (the teacher's transformer), or a model folder / hub id")]
-    = "static",
-    side: Annotated[str, typer.Option(help="query: foreign queries; document: foreign documents")] = "query",
-    project: Annotated[bool, typer.Option(help="learn a linear projection when a model student's width differs")]
-    = False,
-    epochs: Annotated[int, typer.Option(help="passes over the training bitext")] = 3,
-    batch_size: Annotated[int, typer.Option(help="pairs per optimizer step (over all processes)")] = 64,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate (default 0.01 static, 2e-5 otherwise)")]
-    = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (transformer students)")] = 0.01,
-    warmup: Annotated[float, typer.Option(help="fraction of steps with linear warmup (then linear decay)")] = 0.1,
-    max_grad_norm: Annotated[float, typer.Option(help="gradient clipping (total L2 norm)")] = 1.0,
-    max_pairs: Annotated[int | None, typer.Option(help="use only the first N training pairs")] = None,
-    dev_pairs: Annotated[int, typer.Option(help="dev pairs for dev loss and retrieval (0: none)")] = 1000,
-    eval_every: Annotated[int, typer.Option(help="evaluate on dev every N steps (0: each epoch's end)")] = 0,
-    save_every: Annotated[int, typer.Option(help="save the resumable state every N steps (0: at each evaluation)")]
-    = 0,
-    log_every: Annotated[int, typer.Option(help="a metrics/training.csv row every N steps")] = 10,
-    scoring: ScoringOpt = "dense",
-    vocab_size: Annotated[int, typer.Option(help="static student: WordPiece vocabulary size")] = 16000,
-    max_length: Annotated[int, typer.Option(help="foreign side: maximum tokens per sentence")] = 128,
-    cost: Annotated[str, typer.Option(help="OT cost between token embeddings: cosine or sqeuclidean")] = "cosine",
-    cost_scale: Annotated[str | None, typer.Option(help="OT cost divisor: auto, none, dim or a number "
-                                                        "[default: the loss's]")] = None,
-    token_weights: Annotated[str, typer.Option(help="OT token weights: uniform or idf")] = "uniform",
-    eps_scale: Annotated[str | None, typer.Option(help="unit of eps: cost, median or spread (default: the loss's)")]
-    = None,
-    eps: Annotated[float | None, typer.Option(help="Sinkhorn entropic regularisation (default: the loss's)")] = None,
-    iters: Annotated[int | None, typer.Option(help="Sinkhorn iterations (default: the loss's)")] = None,
-    anneal_from: Annotated[float | None, typer.Option(
-        help="first eps of the eps-scaling schedule (default: the loss's)")] = None,
-    anneal_iters: Annotated[int | None, typer.Option(
-        help="Sinkhorn iterations spent annealing eps (default: the loss's)")] = None,
-    ot_grad_plan: Annotated[bool, typer.Option(help="backpropagate through the Sinkhorn iterations")] = False,
-    ot_weight: Annotated[float | None, typer.Option(help="ot+mse: weight of the OT term (default 1)")] = None,
-    mse_weight: Annotated[float | None, typer.Option(
-        help="ot+mse: weight of the MSE term (default 1; MSE is per dimension: D/2, e.g. 192 for a 384-d "
-             "teacher, puts it in the units of the cosine OT cost)")] = None,
-    augment: Annotated[str | None, typer.Option(
-        help="perturb the foreign training side on the fly, e.g. char-swap:rate=0.1 (robust distillation)")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue a stopped distill run (into a new run directory)")]
-    = None,
-) -> None:
-    """Distil a foreign-language student from a frozen English teacher on bitext (OPTICAL, MSE)."""
-    from clirkit.config import DistillConfig
-    from clirkit.distill import run_distill
-
-    _call(run_distill, _config(DistillConfig, ctx, pair=pair, bitext=bitext, loss=loss, teacher=teacher,
-                               student=student, side=side, project=project, epochs=epochs, batch_size=batch_size,
-                               lr=lr, weight_decay=weight_decay, warmup=warmup, max_grad_norm=max_grad_norm,
-                               max_pairs=max_pairs, dev_pairs=dev_pairs, eval_every=eval_every,
-                               save_every=save_every, log_every=log_every, scoring=scoring, vocab_size=vocab_size,
-                               max_length=max_length, cost=cost, cost_scale=cost_scale,
-                               token_weights=token_weights, eps_scale=eps_scale, eps=eps, iters=iters,
-                               anneal_from=anneal_from, anneal_iters=anneal_iters, ot_grad_plan=ot_grad_plan,
-                               ot_weight=ot_weight, mse_weight=mse_weight, augment=augment,
-                               resume=resume))
 
 
 @app.command("reproduce")

@@ -6,6 +6,7 @@ resolved (every default written out) in ``config.json``.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,11 @@ class Config(BaseModel):
     def resolved(self) -> dict[str, Any]:
         """Every field, defaults included, as JSON-compatible values."""
         return self.model_dump(mode="json")
+
+    def subset(self, cls: type[Config]) -> dict[str, Any]:
+        """This config's values of the fields ``cls`` defines, e.g. ``cfg.subset(RetrievalOptions)``
+        to pass the shared retrieval options on to another command's config."""
+        return {name: getattr(self, name) for name in cls.model_fields}
 
 
 def build(cls: type[Config], _origin: str = "options", **values: Any) -> Config:
@@ -81,45 +87,104 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 Scoring = Literal["dense", "maxsim"]
 MaxsimMode = Literal["auto", "exhaustive", "rerank"]
+PrecisionName = Literal["fp32", "bf16", "fp16"]
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
 
+def _default_device() -> str:
+    return os.environ.get("CLIRKIT_DEVICE", "auto")
+
+
 class CommandConfig(Config):
-    """Options every computing command shares (the CLI's global options)."""
+    """Options every computing command shares (the CLI's global options, also accepted after the command)."""
 
     runs_dir: Path = Field(Path("experiments/runs"), description="where experiment directories are written")
     seed: int = Field(0, ge=0, description="random seed (0 is a seed)")
-    device: str = Field("cpu", description="torch device")
+    device: str = Field(default_factory=_default_device, validate_default=True,
+                        description="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps "
+                                    "(default $CLIRKIT_DEVICE, then auto)")
+    precision: PrecisionName = Field("fp32", description="forward-pass precision: fp32, bf16 (CPU, or CUDA with "
+                                                         "bf16 support) or fp16 (CUDA; training scales the loss)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        # auto is written out as the device it picked (config.json is fully resolved, and a run
+        # asked for with auto is the same computation as one asked for by name); whether the
+        # device exists is checked when a run starts (clirkit.device), so a config written on a
+        # GPU machine still loads on a laptop for reports.
+        from clirkit.device import auto_device, check_device_spec
+
+        try:
+            v = check_device_spec(v)
+        except ClirkitError as e:
+            raise ValueError(e.one_line()) from None
+        return auto_device() if v == "auto" else v
 
 
-class IndexConfig(CommandConfig):
+class IndexOptions(Config):
+    """How a corpus is encoded and indexed: shared by ``index``, ``eval`` and ``attack``."""
+
+    scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over token "
+                                                  "embeddings, which the index then stores too)")
+    factory: str = Field("Flat", description="FAISS index factory string (inner product on normalised vectors)")
+    batch_size: int = Field(64, ge=1, description="encoding batch size")
+
+
+class RetrievalOptions(IndexOptions):
+    """How queries are searched and scored: shared by ``eval`` and ``attack`` (and experiment grids)."""
+
+    top_k: int = Field(1000, ge=1, description="documents retrieved per query")
+    measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES),
+                                description="ir_measures strings (repeat the option, or separate by commas "
+                                            "or spaces)")
+    maxsim_mode: MaxsimMode = Field(
+        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+    rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
+
+
+class BenchmarkOptions(Config):
+    """A benchmark scored from its own files instead of a prepared dataset: shared by ``eval`` and ``attack``."""
+
+    benchmark: Literal["xglue"] | None = Field(None, description="xglue: use the benchmark's own files instead "
+                                                                 "of a prepared dataset")
+    task: str = Field("wpr", description="XGLUE task: wpr, qam or qadsm")
+    langs: list[str] | None = Field(None, description="XGLUE languages (default: all of the task's)")
+    data_dir: Path | None = Field(None, description="XGLUE folder (default $CLIRKIT_XGLUE_DIR, then data/xglue)")
+    split: str = Field("test", description="qrels split (default test; with --benchmark xglue: dev, its "
+                                           "labelled files)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("benchmark") == "xglue" and data.get("split") is None:
+            data = {**data, "split": "dev"}
+        return data
+
+
+class IndexConfig(IndexOptions, CommandConfig):
     """``clirkit index``: encode a corpus and build a FAISS index."""
 
     model: str = Field("minilm", description="document encoder: path, hub id, distill run, or 'minilm'")
     dataset: Path = Field(..., description="prepared dataset folder")
-    factory: str = Field("Flat", description="FAISS index factory string (inner product on normalised vectors)")
-    batch_size: int = Field(64, ge=1, description="encoding batch size")
-    scoring: Scoring = Field("dense", description="maxsim also stores token embeddings for late interaction")
 
 
-class EvalConfig(IndexConfig):
+class EvalConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
     """``clirkit eval``: search a prepared dataset and score the run with ir_measures."""
 
     dataset: Path | None = Field(None, description="prepared dataset folder (or use --benchmark)")
-    benchmark: Literal["xglue"] | None = Field(None, description="a benchmark scored from its own files instead")
-    task: str = Field("wpr", description="XGLUE task: wpr, qam or qadsm")
-    langs: list[str] | None = Field(None, description="XGLUE languages (default: all of the task's)")
-    data_dir: Path | None = Field(None, description="XGLUE folder (default $CLIRKIT_XGLUE_DIR, then data/xglue)")
-    model: str | None = Field(None, description="sets both encoders (a distill run: student + its teacher)")
+    model: str | None = Field(None, description="sets both encoders (a distill run: student + its teacher); "
+                                                "default minilm unless --query-model/--doc-model are given")
     query_model: str | None = Field(None, description="query encoder (overrides --model)")
     doc_model: str | None = Field(None, description="document encoder (overrides --model)")
-    split: str = Field("test", description="qrels split (XGLUE: dev or test)")
-    top_k: int = Field(1000, ge=1, description="documents retrieved per query")
-    measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
-    maxsim_mode: MaxsimMode = Field(
-        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
-    rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries word by word first")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and all(data.get(k) is None for k in ("model", "query_model", "doc_model")):
+            data = {**data, "model": "minilm"}
+        return data
 
 
 class DistillConfig(CommandConfig):
@@ -210,7 +275,7 @@ class DistillConfig(CommandConfig):
         return data
 
 
-class AttackConfig(CommandConfig):
+class AttackConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
     """``clirkit attack``: perturb the queries (randomly or greedily) and measure the retrieval loss.
 
     Several ``model`` and ``query_translation`` values give one system per combination, so one
@@ -220,11 +285,6 @@ class AttackConfig(CommandConfig):
     model: list[str] = Field(default_factory=list, description="encoders to attack (folder, hub id, distill run or "
                                                               "'minilm'); empty: the newest completed distill run")
     dataset: Path | None = Field(None, description="prepared dataset folder (default: the distill run's dataset)")
-    benchmark: Literal["xglue"] | None = Field(None, description="attack a benchmark's own files (xglue) "
-                                                                 "instead of a prepared dataset")
-    task: str = Field("wpr", description="XGLUE task: wpr, qam or qadsm")
-    langs: list[str] | None = Field(None, description="XGLUE languages (default: all of the task's)")
-    data_dir: Path | None = Field(None, description="XGLUE folder (default $CLIRKIT_XGLUE_DIR, then data/xglue)")
     perturb: list[str] = Field(default_factory=lambda: ["char-swap"],
                                description="perturbation specs such as char-swap or word-drop:rate=0.1")
     rates: list[float] = Field(default_factory=list, description="rates overriding every spec's rate (random search)")
@@ -239,15 +299,6 @@ class AttackConfig(CommandConfig):
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many judged queries")
     query_translation: list[str] = Field(
         default_factory=list, description="none, lexicon or lexicon:PATH per system (translate queries first)")
-    split: str = Field("test", description="qrels split")
-    top_k: int = Field(1000, ge=1, description="documents retrieved per query")
-    measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
-    scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over tokens)")
-    maxsim_mode: MaxsimMode = Field(
-        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
-    rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
-    factory: str = Field("Flat", description="FAISS index factory string")
-    batch_size: int = Field(64, ge=1, description="encoding batch size")
 
     @field_validator("rates")
     @classmethod

@@ -14,9 +14,11 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from clirkit.device import Precision, autocast, resolve_runtime
 from clirkit.errors import ClirkitError
 
 #: alias -> (python package, sub-folder holding the sentence-transformers model)
@@ -87,23 +89,29 @@ def fingerprint(folder: str | Path) -> str:
 class Encoder:
     """A sentence-transformers model with the few operations clirkit needs.
 
+    Forward passes run on the resolved device under :func:`clirkit.device.autocast` of the
+    precision (the weights stay float32); every output is a float32 array, normalised in
+    float32.
+
     Args:
         ref: where it comes from (see :func:`resolve`).
-        device: torch device string.
+        device: auto, cpu, cuda, cuda:N, mps (or a ``torch.device``).
+        precision: fp32, bf16 or fp16 (see :func:`clirkit.device.resolve_precision`).
     """
 
-    def __init__(self, ref: ModelRef, device: str = "cpu") -> None:
+    def __init__(self, ref: ModelRef, device: Any = "cpu", precision: str | Precision = "fp32") -> None:
         import transformers
         from sentence_transformers import SentenceTransformer
 
         transformers.utils.logging.disable_progress_bar()
         self.ref = ref
-        self.device = device
+        self.device, self.precision = resolve_runtime(device, precision)
         try:
             if ref.kind == "hub":
-                self.model = SentenceTransformer(ref.location, device=device, local_files_only=not online())
+                self.model = SentenceTransformer(ref.location, device=str(self.device),
+                                                 local_files_only=not online())
             else:
-                self.model = SentenceTransformer(ref.location, device=device)
+                self.model = SentenceTransformer(ref.location, device=str(self.device))
         except (OSError, ValueError) as e:
             if ref.kind == "hub":
                 raise ClirkitError(f"model {ref.spec!r} is not in the local Hugging Face cache",
@@ -142,10 +150,21 @@ class Encoder:
         """Sentence embeddings as float32 rows (L2-normalised by default)."""
         import torch
 
+        if self.precision.mixed:  # reduced-precision outputs: cast to float32, then normalise
+            with torch.inference_mode(), self._autocast():
+                out = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                                        normalize_embeddings=False, show_progress_bar=False)
+            out = out.reshape(len(texts), -1).float()
+            if normalize:
+                out = torch.nn.functional.normalize(out, dim=-1)
+            return out.cpu().numpy()
         with torch.inference_mode():
             emb = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                     normalize_embeddings=normalize, show_progress_bar=False)
         return np.asarray(emb, dtype=np.float32).reshape(len(texts), -1)
+
+    def _autocast(self):
+        return autocast(self.device, self.precision)
 
     def encode_both(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
         """Normalised sentence embeddings and token embeddings of ``texts`` in one forward pass
@@ -160,9 +179,9 @@ class Encoder:
             chunk = [texts[i] for i in order[start:start + batch_size]]
             features = self.model.tokenize(chunk)
             features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 result = self.model.forward(features)
-            sentences.append(torch.nn.functional.normalize(result["sentence_embedding"], dim=-1).float().cpu())
+            sentences.append(torch.nn.functional.normalize(result["sentence_embedding"].float(), dim=-1).cpu())
             tokens.extend(self._token_rows(result["token_embeddings"], features["input_ids"],
                                            features["attention_mask"], True))
         sent = torch.cat(sentences).numpy()
@@ -176,7 +195,7 @@ class Encoder:
 
             features = self.model.tokenize(["probe"])
             features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 self._outputs = set(self.model.forward(features))
         return self._outputs
 
@@ -184,12 +203,13 @@ class Encoder:
         """Per-text token rows with special and padding tokens removed."""
         import torch
 
+        emb = emb.float()  # normalise in float32 whatever the autocast precision
         if normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
         keep = attention.bool()
         for s in set(self.model.tokenizer.all_special_ids):
             keep &= ids != s
-        return [row[mask].float().cpu().numpy() for row, mask in zip(emb, keep)]
+        return [row[mask].cpu().numpy() for row, mask in zip(emb, keep)]
 
     def encode_tokens(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> list[np.ndarray]:
         """Per-text token embeddings, special and padding tokens removed (for MaxSim scoring)."""
@@ -209,22 +229,23 @@ class Encoder:
             chunk = texts[start:start + batch_size]
             features = self.model.tokenize(chunk)
             features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 result = self.model.forward(features)
             out.extend(self._token_rows(result["token_embeddings"], features["input_ids"],
                                         features["attention_mask"], normalize))
         return out
 
 
-_CACHE: dict[tuple[str, str], Encoder] = {}
+_CACHE: dict[tuple[str, str, str], Encoder] = {}
 
 
-def load_encoder(spec: str, device: str = "cpu") -> Encoder:
-    """Load (once per process) the encoder named by ``spec``."""
+def load_encoder(spec: str, device: Any = "cpu", precision: str | Precision = "fp32") -> Encoder:
+    """Load (once per process, device and precision) the encoder named by ``spec``."""
     ref = resolve(spec)
-    key = (ref.location, device)
+    dev, prec = resolve_runtime(device, precision)
+    key = (ref.location, str(dev), prec.name)
     if key not in _CACHE:
-        _CACHE[key] = Encoder(ref, device)
+        _CACHE[key] = Encoder(ref, dev, prec)
     return _CACHE[key]
 
 
@@ -241,7 +262,7 @@ class EncoderPair:
 
 
 def load_pair(model: str | None = None, query_model: str | None = None, doc_model: str | None = None,
-              device: str = "cpu") -> EncoderPair:
+              device: Any = "cpu", precision: str | Precision = "fp32") -> EncoderPair:
     """Resolve the (query, document) encoders.
 
     A distillation run given as ``model`` encodes its foreign side with the student and the
@@ -260,7 +281,7 @@ def load_pair(model: str | None = None, query_model: str | None = None, doc_mode
     q_spec = query_model or q_spec
     d_spec = doc_model or d_spec
     assert q_spec is not None and d_spec is not None
-    q, d = load_encoder(q_spec, device), load_encoder(d_spec, device)
+    q, d = load_encoder(q_spec, device, precision), load_encoder(d_spec, device, precision)
     if q.dim != d.dim:
         raise ClirkitError(f"query model {q.name!r} ({q.dim}-d) and document model {d.name!r} ({d.dim}-d) "
                            "produce vectors of different sizes", fix="pair models with the same dimension")

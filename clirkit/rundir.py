@@ -121,7 +121,7 @@ class Run:
             "packages": package_versions(),
             "platform": {"system": platform.platform(), "machine": platform.machine(),
                          "processor": platform.processor(), "cpus": os.cpu_count()},
-            "device": "cpu",
+            "device": None,  # device_info() of what the run computes on: set by start_run
             "inputs": {},
             "started": now(),
             "ended": None,
@@ -142,6 +142,12 @@ class Run:
         """Add fields to the manifest (device, reused index, chosen model, ...)."""
         self.manifest.update(fields)
         write_json(self.path / "manifest.json", self.manifest)
+
+    def record_device(self, device: Any, precision: Any = "fp32") -> None:
+        """Record the device actually used (e.g. ``cuda:1`` for a torchrun worker) and the precision."""
+        from clirkit.device import device_info
+
+        self.record(device=device_info(device, precision))
 
     def status(self, state: str, **extra: Any) -> None:
         write_json(self.path / "status.json", {"status": state, "updated": now(), **extra})
@@ -184,16 +190,29 @@ def terminate_as_interrupt():
 
 @contextmanager
 def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
-              argv: list[str] | None = None) -> Iterator[Run]:
+              argv: list[str] | None = None, *, uses_device: bool = True) -> Iterator[Run]:
     """Create an experiment directory, yield it, and finish it atomically.
+
+    The config's ``device`` and ``precision`` (if it has them and ``uses_device``) are resolved
+    first, so an absent GPU or an impossible precision fails before anything is written; the
+    manifest records :func:`clirkit.device.device_info` of that device and the precision.
 
     On success the status is ``completed``; on any exception it is ``failed`` with the error
     (and the traceback in log.txt), the directory is still renamed into place, and the
     exception propagates.
     """
+    runtime = None
+    if uses_device and "device" in type(cfg).model_fields:
+        from clirkit.device import resolve_runtime
+
+        runtime = resolve_runtime(cfg.device, getattr(cfg, "precision", "fp32"))
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     run = Run(runs_dir, command, cfg, seed, list(argv if argv is not None else sys.argv))
+    if runtime is not None:
+        from clirkit.device import device_info
+
+        run.manifest["device"] = device_info(*runtime)
     run.path.mkdir()
     write_json(run.path / "config.json", config_record(command, cfg, seed))
     write_json(run.path / "manifest.json", run.manifest)

@@ -89,3 +89,19 @@ def test_sigterm_ends_nested_runs_failed_and_renamed(tmp_path):
         status = json.loads((p / "status.json").read_text())
         assert status["status"] == "failed" and "signal 15" in status["error"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+
+
+def test_manifest_records_the_device_used_and_validates_it_first(tmp_path):
+    cfg = _cfg(tmp_path).model_copy(update={"precision": "bf16"})
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+        pass
+    device = json.loads((run.path / "manifest.json").read_text())["device"]
+    assert device["type"] == "cpu" and device["precision"] == "bf16" and device["name"]
+    gpu = _cfg(tmp_path / "gpu").model_copy(update={"device": "cuda:0"})
+    with pytest.raises(ClirkitError, match="device 'cuda:0' is not available: torch sees no CUDA device"):
+        with start_run(gpu.runs_dir, "index", gpu, seed=0):
+            raise AssertionError("the body must not run")
+    assert not gpu.runs_dir.exists()  # nothing written
+    with start_run(gpu.runs_dir, "report", gpu, seed=0, uses_device=False) as report:  # computes nothing
+        report.record_device("cpu", "fp32")
+    assert json.loads((report.path / "manifest.json").read_text())["device"]["precision"] == "fp32"
