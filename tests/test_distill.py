@@ -262,7 +262,7 @@ def test_options_through_cli(extra, expect, bitext, tiny_model, wide_model, runs
     else:
         steps = math.ceil(manifest["pairs"]["train"] / 32)
         assert df["step"].max() == steps == manifest["training"]["steps"]
-    if config["student"] == "static":  # the trained vocabulary, recorded and saved
+    if config["student"] == "static" and config["loss"] != "zero-shot":  # the trained vocabulary, recorded and saved
         vocab = json.loads((run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
         assert manifest["student"]["vocab_size"] == len(vocab) <= 300
     if "--project" in extra:  # the MODEL student's files are an input of the run
