@@ -8,6 +8,7 @@ student can learn it in a few steps.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -151,7 +152,7 @@ def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp
     from sentence_transformers.sentence_transformer.modules import Normalize
 
     from clirkit.config import DistillConfig
-    from clirkit.distill import build_student
+    from clirkit.distill.students import build_student
     from clirkit.models import load_encoder
 
     SentenceTransformer(modules=[*SentenceTransformer(str(tiny_model), device="cpu"), Normalize()],
@@ -170,23 +171,23 @@ def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp
 
 
 def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
-    import clirkit.distill as distill_mod
+    from clirkit.distill import checkpoint
 
     args = small(bitext, tiny_model, "--loss", "ot+mse", "--epochs", 2, "--save-every", 3, "--eval-every", 5)
     r, straight = distill(runs_dir / "a", *args)
     assert r.exit_code == 0, r.stderr
 
-    real_save = distill_mod.save_state
+    real_save = checkpoint.save_state
 
     def save_then_die(run_path, student, state):
         real_save(run_path, student, state)
         if state["step"] == 6:  # killed (SIGTERM) mid-epoch, right after the state at step 6 was saved
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(distill_mod, "save_state", save_then_die)
+    monkeypatch.setattr(checkpoint, "save_state", save_then_die)
     r, _ = distill(runs_dir / "b", *args)
     assert r.exit_code != 0
-    monkeypatch.setattr(distill_mod, "save_state", real_save)
+    monkeypatch.setattr(checkpoint, "save_state", real_save)
     (killed,) = (runs_dir / "b").iterdir()
     assert json.loads((killed / "status.json").read_text())["status"] == "failed"
 
@@ -201,21 +202,54 @@ def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
     np.testing.assert_array_equal(a_rows["loss"].to_numpy(), c_rows["loss"].to_numpy())
 
 
-@pytest.mark.parametrize("extra", [
-    ["--loss", "ot+mse", "--cost", "sqeuclidean", "--token-weights", "idf", "--scoring", "maxsim",
-     "--ot-weight", 0.5, "--eps", 0.1, "--iters", 20, "--anneal-from", 2.0, "--anneal-iters", 10],
-    ["--loss", "ot", "--student", "copy", "--side", "document", "--ot-grad-plan", "--token-weights", "idf"],
-    ["--loss", "mse", "--student", "copy", "--scoring", "maxsim", "--max-pairs", 64, "--dev-pairs", 16],
-    ["--loss", "mse", "--student", "WIDE", "--project"],
-    ["--loss", "zero-shot", "--side", "document"],
+def dig(record: dict, dotted: str):
+    for key in dotted.split("."):
+        record = record[key]
+    return record
+
+
+def parameters(model: Path) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    return sum(p.numel() for p in SentenceTransformer(str(model), device="cpu").parameters())
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--loss", "ot+mse", "--cost", "sqeuclidean", "--token-weights", "idf", "--scoring", "maxsim",
+      "--ot-weight", 0.5, "--eps", 0.1, "--iters", 20, "--anneal-from", 2.0, "--anneal-iters", 10],
+     {"config.token_weights": "idf", "config.scoring": "maxsim", "loss.name": "ot+mse",
+      "loss.params.cost": "sqeuclidean", "loss.params.ot_weight": 0.5, "loss.params.mse_weight": 1.0,
+      "loss.params.eps": 0.1, "loss.params.iters": 20, "loss.params.anneal_from": 2.0,
+      "loss.params.anneal_iters": 10, "loss.params.grad_plan": False, "student.student": "static",
+      "student.kind": "static", "pairs": {"train": 64, "dev": 50}}),
+    (["--loss", "ot", "--student", "copy", "--side", "document", "--ot-grad-plan", "--token-weights", "idf"],
+     {"config.side": "document", "config.token_weights": "idf", "loss.name": "ot", "loss.params.cost": "cosine",
+      "loss.params.grad_plan": True, "student.student": "copy", "student.kind": "transformer",
+      "student.parameters": "TEACHER"}),
+    (["--loss", "mse", "--student", "copy", "--scoring", "maxsim", "--max-pairs", 48, "--dev-pairs", 16],
+     {"config.scoring": "maxsim", "config.max_pairs": 48, "loss": {"name": "mse", "params": {}, "backend": None},
+      "pairs": {"train": 48, "dev": 16}, "student.kind": "transformer", "student.parameters": "TEACHER"}),
+    (["--loss", "mse", "--student", "WIDE", "--project"],
+     {"config.project": True, "student.student": "WIDE", "student.kind": "transformer",
+      "student.parameters": "WIDE+PROJECTION"}),
+    (["--loss", "zero-shot", "--side", "document"],
+     {"config.side": "document", "loss": {"name": "zero-shot"}, "pairs": {"train": 64, "dev": 50}}),
 ], ids=["static-ot+mse", "copy-ot-document", "copy-mse-maxsim", "model-projected", "zero-shot"])
-def test_options_through_cli(extra, bitext, tiny_model, wide_model, runs_dir):
+def test_options_through_cli(extra, expect, bitext, tiny_model, wide_model, runs_dir):
     from clirkit.models import load_pair
 
     extra = [str(wide_model) if x == "WIDE" else x for x in extra]
     r, run = distill(runs_dir, *small(bitext, tiny_model, "--epochs", 1, "--max-pairs", 64, *extra))
     assert r.exit_code == 0, r.stderr
     config = json.loads((run / "config.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    # the values the options set, as recorded (placeholders: values known only once the fixtures exist)
+    known = {"WIDE": str(wide_model), "TEACHER": parameters(tiny_model),
+             "WIDE+PROJECTION": parameters(wide_model) + 48 * 32 + 32}
+    record = {"config": config, **manifest}
+    for key, want in expect.items():
+        want = known.get(want, want) if isinstance(want, str) else want
+        assert dig(record, key) == want, key
     pair = load_pair(str(run))
     student, teacher = (pair.query, pair.doc) if config["side"] == "query" else (pair.doc, pair.query)
     assert student.name == str(run) and teacher.name == str(tiny_model)
@@ -224,8 +258,16 @@ def test_options_through_cli(extra, bitext, tiny_model, wide_model, runs_dir):
     assert "dev_RR@10" in df.columns
     if config["loss"] == "zero-shot":
         assert student.fingerprint == teacher.fingerprint  # the teacher's own files: indexes are shared
+        assert "student" not in manifest and "training" not in manifest
     else:
-        assert df["step"].max() == 2
+        steps = math.ceil(manifest["pairs"]["train"] / 32)
+        assert df["step"].max() == steps == manifest["training"]["steps"]
+    if config["student"] == "static" and config["loss"] != "zero-shot":  # the trained vocabulary, recorded and saved
+        vocab = json.loads((run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+        assert manifest["student"]["vocab_size"] == len(vocab) <= 300
+    if "--project" in extra:  # the MODEL student's files are an input of the run
+        assert all(Path(f).is_relative_to(wide_model) for f in manifest["inputs"]["student"])
+        assert manifest["inputs"]["student"]
 
 
 def one_line_error(r) -> str:
