@@ -202,6 +202,28 @@ def _split_commas(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
+@app.command("fuse")
+def fuse_cmd(
+    ctx: typer.Context,
+    runs: Annotated[list[Path], typer.Argument(help="eval (or fuse) run directories, or their ids in --runs-dir")],
+    method: Annotated[str, typer.Option(help="rrf, combsum or combmnz (ranx fusion)")] = "rrf",
+    weights: Annotated[str | None, typer.Option(help="one weight per run, comma separated")] = None,
+    rrf_k: Annotated[int, typer.Option(help="RRF: the k in 1/(k + rank)")] = 60,
+    norm: Annotated[str | None, typer.Option(
+        help="combsum/combmnz: min-max, max, sum, zmuv, rank, borda or none (default min-max)")] = None,
+    top_k: Annotated[int, typer.Option(help="documents kept per query in the fused run")] = 1000,
+    measures: Annotated[str, typer.Option(help="ir_measures strings, space or comma separated")]
+    = "nDCG@10 RR@10 R@100 AP",
+) -> None:
+    """Fuse the runs of eval experiments (RRF, CombSUM, CombMNZ) and score the fused run."""
+    from clirkit.config import FuseConfig
+    from clirkit.fuse import run_fuse
+
+    _call(run_fuse, _config(FuseConfig, ctx, runs=runs, method=method, rrf_k=rrf_k, norm=norm, top_k=top_k,
+                            weights=_split_commas([weights] if weights else None) or None,
+                            measures=measures.replace(",", " ").split()))
+
+
 def attack_cmd(
     ctx: typer.Context,
     perturb: Annotated[list[str] | None, typer.Option(
