@@ -32,6 +32,7 @@ from clirkit.config import (  # noqa: E402
     Config,
     DistillConfig,
     EvalConfig,
+    FuseConfig,
     IndexConfig,
     IndexOptions,
     RetrievalOptions,
@@ -260,6 +261,8 @@ config_command(app, "eval", EvalConfig, "clirkit.evaluate:run_eval",
                help="Search a prepared dataset (or score XGLUE) and write ir_measures tables.")
 config_command(app, ("attack", "perturb"), AttackConfig, "clirkit.attack:run_attack",
                help="Perturb the queries (random or greedy) and report clean vs attacked retrieval quality.")
+config_command(app, "fuse", FuseConfig, "clirkit.fuse:run_fuse", arguments=("runs",),
+               help="Fuse the runs of eval experiments (RRF, CombSUM, CombMNZ) and score the fused run.")
 
 
 @app.command("run")

@@ -307,3 +307,29 @@ class AttackConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"rate {r} is outside [0, 1]")
         return rates
+
+
+class FuseConfig(CommandConfig):
+    """``clirkit fuse``: fuse the run.trec of eval (or fuse) runs with ranx and score the result."""
+
+    runs: list[Path] = Field(..., description="experiment directories (paths, or ids under --runs-dir) of completed "
+                                              "eval or fuse runs over the same dataset and split")
+    method: Literal["rrf", "combsum", "combmnz"] = Field("rrf", description="fusion method")
+    weights: list[float] | None = Field(None, description="one weight per run, in order (weighted fusion)")
+    rrf_k: int = Field(60, ge=0, description="RRF: the k in 1/(k + rank)")
+    norm: Literal["min-max", "max", "sum", "zmuv", "rank", "borda", "none"] | None = Field(
+        None, description="combsum/combmnz: ranx score normalisation of each run (default min-max; rrf: none)")
+    top_k: int = Field(1000, ge=1, description="documents kept per query in the fused run")
+    measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_norm(cls, data: Any) -> Any:
+        # RRF reads ranks only, so a normalisation would be silently ignored: refuse it
+        if isinstance(data, dict):
+            method, norm = data.get("method", "rrf"), data.get("norm")
+            if method == "rrf" and norm not in (None, "none"):
+                raise ValueError(f"--norm {norm} does not apply to rrf (it fuses ranks, not scores)")
+            if norm is None:
+                data = {**data, "norm": "none" if method == "rrf" else "min-max"}
+        return data
