@@ -526,6 +526,7 @@ class OTDivergenceMSELoss(DistillLoss):
 
     def __init__(self, ot_weight: float = 1.0, mse_weight: float = 1.0, **divergence_params) -> None:
         super().__init__()
+        _samples_loss(self.name)  # a missing geomloss names the loss the user chose
         self.ot_weight, self.mse_weight = _term_weights(ot_weight, mse_weight)
         self.divergence = OTDivergenceLoss(**divergence_params)
         self.mse = MSELoss()
