@@ -37,7 +37,14 @@ import ot as pot  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from clirkit.losses import DistillBatch, build_loss, eps_unit, pairwise_cost, uniform_weights  # noqa: E402
+from clirkit.losses import (  # noqa: E402
+    DistillBatch,
+    build_loss,
+    eps_levels,
+    eps_unit,
+    pairwise_cost,
+    uniform_weights,
+)
 from clirkit.ot import sinkhorn_log  # noqa: E402
 from clirkit.seeding import set_seed  # noqa: E402
 
@@ -127,6 +134,129 @@ def bench_solver(gen: torch.Generator, batch: int, n: int, m: int, dim: int, eps
     headers = ["solver", "time (s)", "x clirkit", "max marginal L1", "max |cost - ref|", "mean cost - EMD"]
     return (f"(a) {batch} problems, up to {n}x{m} tokens (padded), dim {dim}, cosine cost, eps {eps}\n\n"
             + table(headers, rows))
+
+
+# --- (d) clirkit's solver against geomloss ---------------------------------------------------
+
+
+def unit_clouds(gen: torch.Generator, batch: int, lengths: tuple[int, int], dim: int, kind: str):
+    """Padded batches of unit-vector token clouds and their uniform weights (0 on padding).
+
+    ``"token"``: MiniLM-like, i.e. anisotropic (every token shares a common direction, so that
+    unrelated tokens have cos ~0.3 rather than 0) and each student token has a noisy teacher
+    counterpart (cos ~0.8); ``"random"``: i.i.d. uniform directions (cos ~0 +- 1/sqrt(dim)).
+    """
+    lo, hi = lengths
+    x = torch.randn(batch, hi, dim, generator=gen)
+    y = torch.randn(batch, hi, dim, generator=gen)
+    if kind == "token":
+        y[:, :lo] = x[:, :lo] + 0.5 * torch.randn(batch, lo, dim, generator=gen)
+        # A shared direction of norm 0.65 puts unrelated tokens at cos ~0.65^2 / (1 + 0.65^2) = 0.3.
+        common = 0.65 * F.normalize(torch.randn(batch, 1, dim, generator=gen), dim=-1)
+        x, y = F.normalize(x, dim=-1) + common, F.normalize(y, dim=-1) + common
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    len_a = torch.randint(lo, hi + 1, (batch,), generator=gen)
+    len_b = torch.randint(lo, hi + 1, (batch,), generator=gen)
+    a = (torch.arange(hi)[None] < len_a[:, None]).float()
+    b = (torch.arange(hi)[None] < len_b[:, None]).float()
+    return x, a, y, b
+
+
+def geomloss_plan(x, a, y, b, eps: float, scaling: float):
+    """geomloss' entropic plan ``a_i b_j exp((f_i + g_j - C_ij) / eps)`` from its dual potentials
+    of the (non-debiased) OT_eps term, cost |x - y|^2 / 2 = 1 - cos on unit vectors."""
+    from geomloss import SamplesLoss
+
+    solver = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps), scaling=scaling, diameter=2.0, debias=False,
+                         potentials=True, backend="tensorized")
+    an, bn = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+    f, g = solver(an, x, bn, y)
+    cost = 1 - x @ y.transpose(1, 2)
+    return an[:, :, None] * bn[:, None, :] * torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
+
+
+def debiased_reference(x, a, y, b, eps: float):
+    """Converged debiased Sinkhorn divergence per problem, in float64, from clirkit's plans."""
+
+    def ot_eps(u, wu, v, wv):
+        cost = (1 - u.double() @ v.double().transpose(1, 2)).clamp_min(0)
+        plan = sinkhorn_log(cost, wu.double(), wv.double(), eps=eps, iters=20_000, anneal_iters=20, tol=1e-9)
+        pu, pv = wu.double() / wu.sum(1, keepdim=True), wv.double() / wv.sum(1, keepdim=True)
+        ratio = plan / (pu[:, :, None] * pv[:, None, :]).clamp_min(1e-300)
+        kl = torch.where(plan > 0, plan * ratio.clamp_min(1e-300).log(), 0).sum((1, 2))
+        return (plan * cost).sum((1, 2)) + eps * kl
+
+    return ot_eps(x, a, y, b) - (ot_eps(x, a, x, a) + ot_eps(y, b, y, b)) / 2
+
+
+def bench_geomloss(gen: torch.Generator, batch: int, lengths: tuple[int, int], dim: int, eps_values: list[float],
+                   kinds: list[str]) -> str:
+    """clirkit.ot.sinkhorn_log against geomloss on the same problems, POT as the reference."""
+    from geomloss import SamplesLoss
+    from geomloss import __version__ as geomloss_version
+
+    ot_schedule = build_loss("ot").sinkhorn.as_dict()
+    rows, div_rows = [], []
+    for kind in kinds:
+        x, a, y, b = unit_clouds(gen, batch, lengths, dim, kind)
+        cost = (1 - x @ y.transpose(1, 2)).clamp_min(0)
+        rows_a = [(w[w > 0] / w.sum()).double().numpy() for w in a]
+        rows_b = [(w[w > 0] / w.sum()).double().numpy() for w in b]
+        costs = [c[: len(p), : len(q)].double().numpy() for c, p, q in zip(cost, rows_a, rows_b, strict=True)]
+        emd = np.array([pot.emd2(p, q, c) for c, p, q in zip(costs, rows_a, rows_b, strict=True)])
+
+        def unpad(plan, rows_a=rows_a, rows_b=rows_b):
+            return [t[: len(p), : len(q)].double().numpy() for t, p, q in zip(plan, rows_a, rows_b, strict=True)]
+
+        for eps in eps_values:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the reference's own marginal error is reported
+                ref = [pot.sinkhorn(p, q, c, eps, method="sinkhorn_log", numItermax=20_000, stopThr=1e-7)
+                       for c, p, q in zip(costs, rows_a, rows_b, strict=True)]
+            ref_cost = np.array([(t * c).sum() for t, c in zip(ref, costs, strict=True)])
+            with torch.no_grad():
+                runs = {
+                    f"clirkit, ot loss schedule ({ot_schedule['iters']} it)": timed(
+                        lambda: unpad(sinkhorn_log(cost, a, b, **{**ot_schedule, "eps": eps})), repeat=3),  # noqa: B023
+                    "clirkit, solver defaults (50 it)": timed(
+                        lambda: unpad(sinkhorn_log(cost, a, b, eps=eps)), repeat=3),  # noqa: B023
+                    "clirkit, tol=1e-5 (<= 2000 it)": timed(
+                        lambda: unpad(sinkhorn_log(cost, a, b, eps=eps, iters=2000, tol=1e-5)), repeat=3),  # noqa: B023
+                }
+                for scaling in (0.5, 0.9, 0.99):
+                    runs[f"geomloss, scaling {scaling}"] = timed(
+                        lambda: unpad(geomloss_plan(x, a, y, b, eps, scaling)), repeat=3)  # noqa: B023
+                an, bn = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+                s_ref = debiased_reference(x, a, y, b, eps)
+                for scaling in (0.5, 0.9, 0.99):
+                    divergence = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps), scaling=scaling, diameter=2.0,
+                                             debias=True, backend="tensorized")
+                    value, t_div = timed(lambda: divergence(an, x, bn, y), repeat=3)  # noqa: B023
+                    div_rows.append([kind, eps, scaling, eps_levels(2.0, math.sqrt(eps), scaling), t_div,
+                                     float((value.double() - s_ref).abs().max()), float(s_ref.mean())])
+                t_div = div_rows[-2][4]
+            base = next(iter(runs.values()))[1]
+            for name, (plans, seconds) in runs.items():
+                transport = np.array([(t * c).sum() for t, c in zip(plans, costs, strict=True)])
+                levels = f" ({eps_levels(2.0, math.sqrt(eps), float(name.split()[-1]))} levels)" \
+                    if name.startswith("geomloss") else ""
+                rows.append([kind, eps, name + levels, seconds, seconds / base, marginal_error(plans, rows_a, rows_b),
+                             float(np.abs(transport - ref_cost).max()), float((transport - emd).mean())])
+            rows.append([kind, eps, "geomloss debiased S (ot-divergence loss, scaling 0.9), value only", t_div,
+                         t_div / base, "", "", ""])
+            rows.append([kind, eps, "POT sinkhorn_log, stopThr 1e-7 (reference)", "", "",
+                         marginal_error(ref, rows_a, rows_b), 0.0, float((ref_cost - emd).mean())])
+    headers = ["clouds", "eps", "solver", "time (s)", "x clirkit (ot schedule)", "max marginal L1",
+               "max |<P,C> - ref|", "mean <P,C> - EMD"]
+    return (f"(d) clirkit.ot.sinkhorn_log vs geomloss {geomloss_version} (SamplesLoss tensorized, blur = sqrt(eps), "
+            f"diameter 2, plan a b exp((f + g - C) / eps) from its potentials): {batch} pairs of {lengths[0]}-"
+            f"{lengths[1]} unit-vector tokens x {dim} dims, cost 1 - cos = |x - y|^2 / 2, eps in cost units; "
+            f"reference POT ot.sinkhorn (float64, per problem)\n\n" + table(headers, rows)
+            + "\n\nDebiased Sinkhorn divergence S = OT_eps(a, b) - (OT_eps(a, a) + OT_eps(b, b)) / 2 (the "
+            "ot-divergence "
+            "loss's value, forward only) against S from converged float64 plans (clirkit, tol 1e-9; OT_eps = <P, C> "
+            "+ eps KL(P | a b^T))\n\n"
+            + table(["clouds", "eps", "scaling", "eps levels", "time (s)", "max |S - S_ref|", "mean S_ref"], div_rows))
 
 
 # --- (b) and (c): real text ------------------------------------------------------------------
@@ -284,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eps", type=float, default=0.05, help="eps of part (a)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128], help="max token lengths of part (c)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per loss and length")
-    parser.add_argument("--skip", choices=["a", "b", "c"], nargs="*", default=[], help="parts to skip")
+    parser.add_argument("--skip", choices=["a", "b", "c", "d"], nargs="*", default=[], help="parts to skip")
+    parser.add_argument("--pairs", type=int, default=64, help="sentence pairs of part (d)")
+    parser.add_argument("--eps-d", type=float, nargs="+", default=[0.05, 0.01], help="eps values of part (d)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 (default) matches single-threaded POT and keeps timings stable "
@@ -297,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start\n")
     if "a" not in args.skip:
         print(bench_solver(gens.torch(), args.batch, 40, 60, 384, args.eps), "\n", flush=True)
+    if "d" not in args.skip:
+        print(bench_geomloss(gens.torch(2), args.pairs, (30, 60), 384, args.eps_d, ["token", "random"]), "\n",
+              flush=True)
     if {"b", "c"} <= set(args.skip):
         return
     model = load_model()

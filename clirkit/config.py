@@ -243,6 +243,10 @@ class DistillConfig(CommandConfig):
                                                               "(default: the loss's)")
     anneal_iters: int | None = Field(None, ge=0, description="Sinkhorn iterations spent annealing eps "
                                                              "(default: the loss's)")
+    blur: float | None = Field(None, gt=0, description="ot-divergence: blur scale eps^(1/p) of geomloss' Sinkhorn "
+                                                       "divergence (default: the loss's)")
+    scaling: float | None = Field(None, gt=0, lt=1, description="ot-divergence: ratio of successive blur values in "
+                                                                "the eps-scaling descent (default: the loss's)")
     ot_grad_plan: bool = Field(False, description="backpropagate through the Sinkhorn iterations (default: the "
                                                   "plan is a constant, the envelope-theorem gradient)")
     ot_weight: float | None = Field(None, ge=0, description="weight of the OT term in ot+mse (default: the loss's)")

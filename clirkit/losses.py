@@ -1,4 +1,5 @@
-"""Distillation losses (OPTICAL token-level OT, sentence-level MSE, their sum), registered by name.
+"""Distillation losses (OPTICAL token-level OT, the debiased Sinkhorn divergence, sentence-level MSE,
+and sums of a token term and MSE), registered by name.
 
 Every loss is an ``nn.Module`` whose constructor arguments all reach ``forward`` (house rule
 5), takes one :class:`DistillBatch` and returns a :class:`LossOutput` whose ``parts`` a
@@ -314,6 +315,16 @@ class MSELoss(DistillLoss):
         return LossOutput(loss=loss, parts={"mse": loss.item()})
 
 
+
+def _term_weights(ot_weight: float, mse_weight: float) -> tuple[float, float]:
+    """Validated weights of a token term and the ``mse`` term (both >= 0, not both 0)."""
+    for name, w in (("ot_weight", ot_weight), ("mse_weight", mse_weight)):
+        if isinstance(w, bool) or not isinstance(w, int | float) or not (w >= 0 and math.isfinite(w)):
+            raise _bad(f"{name} must be a non-negative number, got {w!r}")
+    if ot_weight == 0 and mse_weight == 0:
+        raise _bad("ot_weight and mse_weight are both 0: the loss would be constant")
+    return float(ot_weight), float(mse_weight)
+
 @_register("ot+mse")
 class OTMSELoss(DistillLoss):
     """``ot_weight * ot + mse_weight * mse``: OPTICAL's token-level OT (Huang et al. 2023) plus
@@ -328,13 +339,7 @@ class OTMSELoss(DistillLoss):
 
     def __init__(self, ot_weight: float = 1.0, mse_weight: float = 1.0, **ot_params) -> None:
         super().__init__()
-        for name, w in (("ot_weight", ot_weight), ("mse_weight", mse_weight)):
-            if isinstance(w, bool) or not isinstance(w, int | float) or not (w >= 0 and math.isfinite(w)):
-                raise _bad(f"{name} must be a non-negative number, got {w!r}")
-        if ot_weight == 0 and mse_weight == 0:
-            raise _bad("ot_weight and mse_weight are both 0: the loss would be constant")
-        self.ot_weight = float(ot_weight)
-        self.mse_weight = float(mse_weight)
+        self.ot_weight, self.mse_weight = _term_weights(ot_weight, mse_weight)
         self.ot = OTLoss(**ot_params)
         self.mse = MSELoss()
 
@@ -353,6 +358,193 @@ class OTMSELoss(DistillLoss):
         ot, mse = self.ot(batch), self.mse(batch)
         loss = self.ot_weight * ot.loss + self.mse_weight * mse.loss
         return LossOutput(loss=loss, parts={**ot.parts, **mse.parts})
+
+
+# --- the debiased Sinkhorn divergence (geomloss) ---------------------------------------------
+
+# geomloss' backends: "tensorized" holds the (B, n, m) cost matrices in memory, the right choice
+# for batches of sentence-sized clouds; "online" (KeOps) computes them on the fly and needs
+# pykeops. "auto" is not offered: geomloss would pick by problem size (house rule 5: pinned).
+GEOMLOSS_BACKENDS = ("tensorized", "online")
+
+
+def _samples_loss(name: str):
+    """geomloss' ``SamplesLoss``, imported on first use; a missing geomloss is a user error."""
+    try:
+        from geomloss import SamplesLoss
+    except ImportError as err:
+        raise ClirkitError(f"--loss {name} needs geomloss: pip install geomloss") from err
+    return SamplesLoss
+
+
+def eps_levels(diameter: float, blur: float, scaling: float) -> int:
+    """Number of eps values in geomloss' eps-scaling schedule (its ``epsilon_schedule``):
+    ``diameter``, then ``diameter * scaling^k`` while above ``blur``, then ``blur``; geomloss runs
+    one symmetrised Sinkhorn iteration per value."""
+    return 2 + max(0, math.ceil(math.log(blur / diameter) / math.log(scaling)))
+
+
+@_register("ot-divergence")
+class OTDivergenceLoss(DistillLoss):
+    """Debiased Sinkhorn divergence between the student's and the teacher's token clouds.
+
+    For each sentence pair, ``S(a, b) = OT_eps(a, b) - OT_eps(a, a) / 2 - OT_eps(b, b) / 2``
+    (Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré 2019, "Interpolating between Optimal
+    Transport and MMD using Sinkhorn Divergences", AISTATS; Genevay, Peyré, Cuturi 2018), where
+    ``OT_eps`` is the entropic OT value (transport cost plus ``eps`` times the KL of the plan,
+    Cuturi 2013) and ``a``, ``b`` are the token clouds weighted by the token weights (special and
+    padding tokens weigh 0). Unlike the ``ot`` loss's ``<P, C>``, ``S`` is 0 for identical clouds
+    and positive otherwise at any ``eps`` (the entropic bias is removed), so ``eps`` only sets the
+    scale below which differences are blurred. Computed by geomloss'
+    ``SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, reach=reach, debias=True,
+    backend=backend)`` on batched (B, N, D) clouds; the loss is the mean of ``S`` over the
+    problems with tokens on both sides.
+
+    Geometry and units. geomloss' cost is ``|x - y|^p / p`` on the points it is given. With
+    ``cost="cosine"`` the tokens are first normalised to the unit sphere, where
+    ``|x - y|^2 / 2 = 1 - cos``: with ``p=2`` the cost is the ``ot`` loss's cosine cost, in [0, 2].
+    With ``cost="sqeuclidean"`` the tokens are multiplied by ``sqrt(2 / D)``, so that
+    ``|x - y|^2 / 2`` becomes ``|x - y|^2 / D``: with ``p=2`` the cost is the per-coordinate mean
+    squared error, the ``ot`` loss's sqeuclidean cost at ``cost_scale="dim"`` and the units of
+    ``mse``. The divergence is in the units of the cost; ``eps = blur^p`` in the same units.
+    With ``p=1`` the cost is the Euclidean distance between those points (for cosine the chord
+    ``sqrt(2 (1 - cos))``).
+
+    The eps-scaling schedule starts at ``diameter^p`` and divides ``blur`` by ``1 / scaling`` at each
+    iteration, one (symmetrised) Sinkhorn iteration per level, down to ``blur``: about
+    ``log(diameter / blur) / log(1 / scaling) + 2`` iterations. ``diameter`` is 2 on the unit
+    sphere; for sqeuclidean it is the diagonal of the bounding box of the tokens of weight > 0
+    (geomloss' own estimate would include padding, whose content would then change the value).
+    ``parts`` log the divergence (``ot_divergence``), ``eps`` (``otd_eps``) and the number of eps
+    levels (``otd_levels``, see :func:`eps_levels`). The gradient is geomloss' envelope-theorem
+    gradient (its last extrapolation step), which reaches the student's tokens only.
+
+    Args:
+        cost: ``"cosine"`` or ``"sqeuclidean"`` (the geometry, above).
+        blur: the blur scale ``eps^(1/p)``, in the units of the (scaled) points; > 0.
+        scaling: ratio of successive blur values in the eps-scaling descent, in (0, 1): larger is
+            more iterations and a more accurate value.
+        p: exponent of the ground cost ``|x - y|^p / p``: 1 or 2.
+        reach: None (balanced OT) or the scale ``rho^(1/p)`` of unbalanced OT's soft marginal
+            constraints (Séjourné et al. 2019), > 0.
+        backend: geomloss' backend, ``"tensorized"`` (default) or ``"online"`` (needs pykeops).
+    """
+
+    def __init__(self, cost: str = "cosine", blur: float = 0.1, scaling: float = 0.9, p: int = 2,
+                 reach: float | None = None, backend: str = "tensorized") -> None:
+        super().__init__()
+        samples_loss = _samples_loss(self.name)
+        if cost not in COSTS:
+            raise _bad(f"unknown cost {cost!r} for loss {self.name!r}; use one of {', '.join(COSTS)}")
+        for label, value in (("blur", blur), ("reach", reach)):
+            if label == "reach" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
+                raise _bad(f"{label} must be a positive number, got {value!r}")
+        if isinstance(scaling, bool) or not isinstance(scaling, int | float) or not 0 < scaling < 1:
+            raise _bad(f"scaling must be a number in (0, 1), got {scaling!r}")
+        if p not in (1, 2) or isinstance(p, bool):
+            raise _bad(f"p must be 1 or 2, got {p!r}")
+        if backend not in GEOMLOSS_BACKENDS:
+            raise _bad(f"backend must be one of {', '.join(map(repr, GEOMLOSS_BACKENDS))} (pinned, never 'auto'), "
+                       f"got {backend!r}")
+        if backend == "online":
+            try:
+                import pykeops  # noqa: F401
+            except ImportError as err:
+                raise ClirkitError("backend 'online' needs pykeops", fix="pip install pykeops, or use "
+                                   "backend 'tensorized'") from err
+        self.cost = cost
+        self.blur = float(blur)
+        self.scaling = float(scaling)
+        self.p = int(p)
+        self.reach = None if reach is None else float(reach)
+        self.backend_name = backend
+        self._samples_loss = samples_loss
+
+    def params(self) -> dict:
+        return {"cost": self.cost, "blur": self.blur, "scaling": self.scaling, "p": self.p, "reach": self.reach,
+                "backend": self.backend_name}
+
+    def backend(self) -> str:
+        return f"geomloss.SamplesLoss(sinkhorn, debias=True, backend={self.backend_name})"
+
+    def points(self, x: Tensor) -> Tensor:
+        """The points geomloss sees: unit vectors (cosine) or ``x * sqrt(2 / D)`` (sqeuclidean)."""
+        if self.cost == "cosine":
+            return F.normalize(x, dim=-1)
+        return x * math.sqrt(2 / x.shape[-1])
+
+    def diameter(self, x: Tensor, wx: Tensor, y: Tensor, wy: Tensor) -> float:
+        """Start scale of the eps-scaling descent: 2 on the unit sphere, else the bounding-box
+        diagonal of the tokens of weight > 0 (what geomloss estimates, without the padding)."""
+        if self.cost == "cosine":
+            return 2.0
+        points = torch.cat([x[wx > 0], y[wy > 0]]).detach()
+        if points.shape[0] < 2:
+            return 1.0
+        return max((points.max(0).values - points.min(0).values).norm().item(), 1e-6)
+
+    def forward(self, batch: DistillBatch) -> LossOutput:
+        x, wx, y, wy = batch.require("student_tokens", "student_weights", "teacher_tokens", "teacher_weights")
+        y, wx, wy = y.detach(), wx.detach(), wy.detach()
+        x, y = self.points(x), self.points(y)
+        nonempty = (wx.sum(1) > 0) & (wy.sum(1) > 0)
+        # geomloss' balanced OT expects probability weights; a problem without mass on a side gets
+        # uniform weights so that it stays finite, and its value is dropped below.
+        a = torch.where(nonempty[:, None], wx, torch.ones_like(wx))
+        b = torch.where(nonempty[:, None], wy, torch.ones_like(wy))
+        a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+        diameter = self.diameter(x, wx, y, wy)
+        solver = self._samples_loss("sinkhorn", p=self.p, blur=self.blur, scaling=self.scaling, reach=self.reach,
+                                    diameter=diameter, debias=True, backend=self.backend_name)
+        per_problem = solver(a, x, b, y)
+        per_problem = torch.where(nonempty, per_problem, torch.zeros_like(per_problem))
+        loss = per_problem.sum() / nonempty.sum().clamp_min(1)
+        parts = {"ot_divergence": loss.item(), "otd_eps": self.blur ** self.p,
+                 "otd_levels": float(eps_levels(diameter, self.blur, self.scaling))}
+        return LossOutput(loss=loss, parts=parts)
+
+
+@_register("ot-divergence+mse")
+class OTDivergenceMSELoss(DistillLoss):
+    """``ot_weight * ot-divergence + mse_weight * mse``: the debiased Sinkhorn divergence between
+    token clouds (Feydy et al. 2019) plus sentence-level MSE (Reimers & Gurevych 2020).
+
+    Units: the divergence is in the units of its cost (see :class:`OTDivergenceLoss`): with
+    ``cost="sqeuclidean"`` (and ``p=2``) it is a per-coordinate mean squared error between
+    tokens, the units of ``mse``, so equal weights weigh the token and sentence terms alike;
+    with ``cost="cosine"`` it is in ``1 - cos`` (in [0, 2]) while ``mse`` stays in squared
+    coordinates (for unit vectors ``mse = 2 (1 - cos) / D``, ~D/2 times smaller), so
+    ``mse_weight`` must be set accordingly.
+
+    Args:
+        ot_weight: weight of the ``ot-divergence`` term (>= 0).
+        mse_weight: weight of the ``mse`` term (>= 0).
+        **divergence_params: the parameters of :class:`OTDivergenceLoss` (``cost``, ``blur``, ...).
+    """
+
+    def __init__(self, ot_weight: float = 1.0, mse_weight: float = 1.0, **divergence_params) -> None:
+        super().__init__()
+        _samples_loss(self.name)  # a missing geomloss names the loss the user chose
+        self.ot_weight, self.mse_weight = _term_weights(ot_weight, mse_weight)
+        self.divergence = OTDivergenceLoss(**divergence_params)
+        self.mse = MSELoss()
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return super().param_names() + OTDivergenceLoss.param_names()
+
+    def params(self) -> dict:
+        return {"ot_weight": self.ot_weight, "mse_weight": self.mse_weight, **self.divergence.params()}
+
+    def backend(self) -> str:
+        return self.divergence.backend()
+
+    def forward(self, batch: DistillBatch) -> LossOutput:
+        otd, mse = self.divergence(batch), self.mse(batch)
+        loss = self.ot_weight * otd.loss + self.mse_weight * mse.loss
+        return LossOutput(loss=loss, parts={**otd.parts, **mse.parts})
 
 
 def build_loss(name: str, **params) -> DistillLoss:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 
+import ot as pot
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,7 @@ from clirkit.losses import (
     LOSSES,
     DistillBatch,
     MSELoss,
+    OTDivergenceLoss,
     OTLoss,
     build_loss,
     document_frequency,
@@ -164,7 +168,7 @@ def test_eps_units():
 # --- OT: gradients ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ot", "mse", "ot+mse"])
+@pytest.mark.parametrize("name", ["ot", "mse", "ot+mse", "ot-divergence", "ot-divergence+mse"])
 def test_gradients_reach_only_the_student(name):
     b = make_batch(4)
     for t in (b.teacher_tokens, b.teacher_sentence, b.teacher_weights, b.student_weights):
@@ -178,18 +182,35 @@ def test_gradients_reach_only_the_student(name):
 
 @pytest.mark.parametrize("cost,cost_scale,eps_scale", FORMULATIONS)
 def test_detached_plan_gradient_is_the_constant_plan_gradient(cost, cost_scale, eps_scale):
-    b = make_batch(5)
-    loss = build_loss("ot", cost=cost, cost_scale=cost_scale, eps_scale=eps_scale)
-    (grad,) = torch.autograd.grad(loss(b).loss, b.student_tokens)
+    """The gradient with the plan held constant, written out by hand for each cost with an
+    independent plan (POT's converged float64 Sinkhorn at the eps the loss reports): for
+    sqeuclidean d/dx_i sum_j P_ij |x_i - y_j|^2 / s = (2 / s) sum_j P_ij (x_i - y_j); for cosine
+    d/dx_i sum_j P_ij (1 - u_i . v_j) = -(I - u_i u_i^T) sum_j P_ij v_j / |x_i| (u, v unit vectors).
+    A gradient through the eps unit, a missing 1/B, a wrong scale or a plan that ignored the
+    weights would each miss it."""
+    b = make_batch(5, requires_grad=True)
+    loss = build_loss("ot", cost=cost, cost_scale=cost_scale, eps_scale=eps_scale, **CONVERGED)
+    out = loss(b)
+    (grad,) = torch.autograd.grad(out.loss, b.student_tokens)
 
-    x = b.student_tokens
-    c = pairwise_cost(x, b.teacher_tokens, cost) / (x.shape[-1] if cost_scale == "dim" else 1)
-    valid = (b.student_weights > 0)[:, :, None] & (b.teacher_weights > 0)[:, None, :]
-    with torch.no_grad():
-        plan = sinkhorn_log(c / eps_unit(c, valid, eps_scale), b.student_weights, b.teacher_weights,
-                            **loss.sinkhorn.as_dict())
-    (expected,) = torch.autograd.grad((plan * c).sum() / x.shape[0], x)
-    assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-7)
+    x, y = b.student_tokens.detach().double(), b.teacher_tokens.double()
+    scale = x.shape[-1] if cost_scale == "dim" else 1.0
+    c = pairwise_cost(x, y, cost) / scale
+    expected = torch.zeros_like(x)
+    for k in range(x.shape[0]):
+        wa, wb = b.student_weights[k].double().numpy(), b.teacher_weights[k].double().numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plan = torch.from_numpy(pot.sinkhorn(wa / wa.sum(), wb / wb.sum(), c[k].numpy(), out.parts["ot_eps"],
+                                                 method="sinkhorn_log", numItermax=50_000, stopThr=1e-9))
+        if cost == "sqeuclidean":
+            expected[k] = 2 / scale * (plan.sum(1)[:, None] * x[k] - plan @ y[k])
+        else:
+            u, v = F.normalize(x[k], dim=-1), F.normalize(y[k], dim=-1)
+            pulled = plan @ v
+            expected[k] = -(pulled - (pulled * u).sum(1, keepdim=True) * u) / x[k].norm(dim=1, keepdim=True)
+    expected /= x.shape[0]
+    assert torch.allclose(grad.double(), expected, rtol=2e-3, atol=1e-6)
 
 
 def test_grad_plan_differentiates_through_sinkhorn():
@@ -213,9 +234,19 @@ def test_grad_plan_differentiates_through_sinkhorn():
 # --- mse and ot+mse -------------------------------------------------------------------------
 
 
-def test_mse_is_torch_mse():
-    b = make_batch(7)
-    assert torch.equal(build_loss("mse")(b).loss, F.mse_loss(b.student_sentence, b.teacher_sentence))
+def test_mse_is_the_mean_over_batch_and_dimensions():
+    """Written out, not compared with F.mse_loss (which the loss calls): a sum, a per-row mean
+    or an un-squared difference would each give another number, and so would swapped sides
+    only through the gradient, which must reach the student alone."""
+    student = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [2.0, 1.0, 4.0]], requires_grad=True)
+    out = build_loss("mse")(DistillBatch(student_sentence=student, teacher_sentence=teacher))
+    # squared differences 0, 4, 9 | 4, 4, 0: sum 21 over 2 x 3 entries
+    assert out.loss.item() == pytest.approx(21 / 6)
+    assert out.parts == {"mse": pytest.approx(3.5)}
+    out.loss.backward()
+    assert torch.allclose(student.grad, 2 * (student - teacher).detach() / 6)
+    assert teacher.grad is None
 
 
 @pytest.mark.parametrize("ot_weight,mse_weight", [(1.0, 1.0), (0.3, 2.0), (0.0, 1.0), (2.0, 0.0)])
@@ -233,7 +264,7 @@ def test_ot_plus_mse_is_the_weighted_sum(ot_weight, mse_weight):
 
 
 def test_registered_losses():
-    assert LOSSES.names() == ["mse", "ot", "ot+mse"]
+    assert LOSSES.names() == ["mse", "ot", "ot+mse", "ot-divergence", "ot-divergence+mse"]
 
 
 # (loss, parameter, a non-default value): each must change the output, the gradient or the
@@ -245,12 +276,21 @@ PARAM_CHANGES = [
     ("ot", "anneal_from", 10.0), ("ot", "anneal_iters", 0), ("ot", "overrelax", 1.0), ("ot", "tol", 0.5),
     ("ot", "grad_plan", True), ("ot+mse", "ot_weight", 0.5), ("ot+mse", "mse_weight", 3.0),
     ("ot+mse", "eps", 0.5),  # the OT parameters of ot+mse are OTLoss's: one shows they are passed on
+    ("ot-divergence", "cost", "sqeuclidean"), ("ot-divergence", "blur", 0.3), ("ot-divergence", "scaling", 0.5),
+    ("ot-divergence", "p", 1), ("ot-divergence", "reach", 0.5),
+    ("ot-divergence+mse", "ot_weight", 0.5), ("ot-divergence+mse", "mse_weight", 3.0),
+    ("ot-divergence+mse", "blur", 0.3),
 ]
+# geomloss' other backend needs pykeops (not a dependency): test_online_backend_needs_pykeops covers it.
+UNCOVERED = {"ot-divergence": {"backend"}}
 
 
 def test_every_parameter_is_covered():
     assert {p for n, p, _ in PARAM_CHANGES if n == "ot"} == set(OTLoss.param_names())
     assert {p for n, p, _ in PARAM_CHANGES if n == "ot+mse"} >= {"ot_weight", "mse_weight"}
+    assert ({p for n, p, _ in PARAM_CHANGES if n == "ot-divergence"} | UNCOVERED["ot-divergence"]
+            == set(OTDivergenceLoss.param_names()))
+    assert {p for n, p, _ in PARAM_CHANGES if n == "ot-divergence+mse"} >= {"ot_weight", "mse_weight"}
     assert MSELoss.param_names() == []
 
 
@@ -362,3 +402,158 @@ def test_ot_loss_with_idf_weights_runs_and_excludes_special_tokens():
                      teacher_weights=torch.ones(2, 5))
     OTLoss()(b).loss.backward()
     assert (x.grad[:, 0] == 0).all() and (x.grad[0, 3] == 0).all() and x.grad[0, 1].abs().sum() > 0
+
+
+# --- ot-divergence (geomloss) ---------------------------------------------------------------
+
+
+def debiased_divergence(x, wx, y, wy, eps: float, cost: str) -> torch.Tensor:
+    """S = OT_eps(a, b) - (OT_eps(a, a) + OT_eps(b, b)) / 2 per problem, from converged float64
+    plans of clirkit's solver (itself checked against POT in test_ot.py), OT_eps = <P, C> + eps KL(P | ab)."""
+    scale = x.shape[-1] if cost == "sqeuclidean" else 1
+
+    def ot_eps(u, wu, v, wv):
+        c = pairwise_cost(u.double(), v.double(), cost) / scale
+        plan = sinkhorn_log(c, wu.double(), wv.double(), eps=eps, iters=20_000, anneal_iters=20, tol=1e-10)
+        pu, pv = wu.double() / wu.sum(1, keepdim=True), wv.double() / wv.sum(1, keepdim=True)
+        log_ratio = (plan / (pu[:, :, None] * pv[:, None, :]).clamp_min(1e-300)).clamp_min(1e-300).log()
+        return (plan * c).sum((1, 2)) + eps * torch.where(plan > 0, plan * log_ratio, 0).sum((1, 2))
+
+    return ot_eps(x, wx, y, wy) - (ot_eps(x, wx, x, wx) + ot_eps(y, wy, y, wy)) / 2
+
+
+@pytest.mark.parametrize("cost", ["cosine", "sqeuclidean"])
+def test_divergence_is_the_debiased_sinkhorn_divergence_in_the_documented_units(cost):
+    """The value against S computed from its definition with the documented cost (1 - cos, or
+    |x - y|^2 / D) at eps = blur^2: geomloss' own cost |x - y|^2 / 2 on the raw tokens, a
+    missing debiasing, or weights that kept the padding would each be off by far more."""
+    b = make_batch(11, batch=3, ls=4, lt=5, dim=6, pad_s=2, pad_t=1, requires_grad=False)
+    blur = 0.3
+    out = build_loss("ot-divergence", cost=cost, blur=blur, scaling=0.99)(b)
+    expected = debiased_divergence(b.student_tokens, b.student_weights, b.teacher_tokens, b.teacher_weights,
+                                   blur**2, cost)
+    assert out.parts["otd_eps"] == pytest.approx(blur**2)
+    assert out.loss.item() == pytest.approx(expected.mean().item(), rel=1e-3)
+    assert expected.min() > 0.05  # far from 0: the comparison is not between two near-zero numbers
+
+
+two_clouds = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31 - 1), "ls": st.integers(1, 6), "lt": st.integers(1, 6), "dim": st.integers(2, 10),
+    "cost": st.sampled_from(["cosine", "sqeuclidean"]), "blur": st.sampled_from([0.05, 0.1, 0.3]),
+})
+
+
+@settings(max_examples=20, deadline=None)
+@given(two_clouds)
+def test_divergence_of_a_cloud_with_itself_is_zero(spec):
+    b = make_batch(spec["seed"], batch=2, ls=spec["ls"], lt=spec["lt"], dim=spec["dim"], requires_grad=False)
+    loss = build_loss("ot-divergence", cost=spec["cost"], blur=spec["blur"])
+    same = DistillBatch(student_tokens=b.student_tokens, student_weights=b.student_weights,
+                        teacher_tokens=b.student_tokens.clone(), teacher_weights=b.student_weights.clone())
+    assert abs(loss(same).loss.item()) < 1e-5
+    # ... while the two different clouds of the batch are not at divergence 0.
+    assert loss(b).loss.item() > 1e-3
+
+
+@settings(max_examples=20, deadline=None)
+@given(two_clouds)
+def test_divergence_is_symmetric_and_nonnegative(spec):
+    b = make_batch(spec["seed"], batch=2, ls=spec["ls"], lt=spec["lt"], dim=spec["dim"], pad_s=1, pad_t=2,
+                   requires_grad=False)
+    loss = build_loss("ot-divergence", cost=spec["cost"], blur=spec["blur"])
+    swapped = DistillBatch(student_tokens=b.teacher_tokens, student_weights=b.teacher_weights,
+                           teacher_tokens=b.student_tokens, teacher_weights=b.student_weights)
+    forward, backward = loss(b).loss.item(), loss(swapped).loss.item()
+    assert forward == pytest.approx(backward, rel=1e-4, abs=1e-6)
+    assert forward >= -1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(two_clouds, st.integers(1, 4))
+def test_divergence_ignores_zero_weight_tokens(spec, extra):
+    """Padding of any content (here up to 100x the real tokens' scale) changes neither the value
+    nor the gradient of the real tokens, and gets no gradient itself."""
+    plain = make_batch(spec["seed"], batch=2, ls=spec["ls"], lt=spec["lt"], dim=spec["dim"])
+    padded = pad(plain, extra, spec["seed"] + 1)
+    padded.student_tokens.requires_grad_(True)
+    loss = build_loss("ot-divergence", cost=spec["cost"], blur=spec["blur"])
+    out_plain, out_padded = loss(plain), loss(padded)
+    assert out_padded.loss.item() == pytest.approx(out_plain.loss.item(), rel=1e-5, abs=1e-6)
+    (g_plain,) = torch.autograd.grad(out_plain.loss, plain.student_tokens)
+    (g_padded,) = torch.autograd.grad(out_padded.loss, padded.student_tokens)
+    assert torch.allclose(g_padded[:, : g_plain.shape[1]], g_plain, rtol=1e-4, atol=1e-6)
+    assert (g_padded[:, g_plain.shape[1]:] == 0).all()
+
+
+def test_divergence_gradient_moves_the_student_towards_the_teacher():
+    """A small step against the gradient lowers the divergence (the gradient flows and has the right sign)."""
+    b = make_batch(12, requires_grad=True)
+    loss = build_loss("ot-divergence")
+    before = loss(b).loss
+    (grad,) = torch.autograd.grad(before, b.student_tokens)
+    assert grad.abs().sum() > 0
+    stepped = DistillBatch(student_tokens=(b.student_tokens - 0.5 * grad / grad.norm()).detach(),
+                           student_weights=b.student_weights, teacher_tokens=b.teacher_tokens,
+                           teacher_weights=b.teacher_weights)
+    assert loss(stepped).loss.item() < before.item()
+
+
+def test_divergence_empty_sentence_contributes_nothing():
+    b = make_batch(13, batch=3)
+    b.teacher_weights[1] = 0
+    loss = build_loss("ot-divergence")
+    out = loss(b)
+    kept = DistillBatch(student_tokens=b.student_tokens[[0, 2]], student_weights=b.student_weights[[0, 2]],
+                        teacher_tokens=b.teacher_tokens[[0, 2]], teacher_weights=b.teacher_weights[[0, 2]])
+    assert out.loss.item() == pytest.approx(loss(kept).loss.item(), rel=1e-6)
+    out.loss.backward()
+    assert torch.isfinite(b.student_tokens.grad).all() and (b.student_tokens.grad[1] == 0).all()
+
+
+@pytest.mark.parametrize("ot_weight,mse_weight", [(1.0, 1.0), (0.3, 2.0), (2.0, 0.0)])
+def test_ot_divergence_plus_mse_is_the_weighted_sum(ot_weight, mse_weight):
+    b = make_batch(14)
+    both = build_loss("ot-divergence+mse", ot_weight=ot_weight, mse_weight=mse_weight, cost="sqeuclidean")
+    otd = build_loss("ot-divergence", cost="sqeuclidean")(b).loss
+    mse = MSELoss()(b).loss
+    out = both(b)
+    assert torch.allclose(out.loss, ot_weight * otd + mse_weight * mse)
+    assert out.parts["ot_divergence"] == pytest.approx(otd.item()) and out.parts["mse"] == pytest.approx(mse.item())
+
+
+@pytest.mark.parametrize("name", ["ot-divergence", "ot-divergence+mse"])
+def test_divergence_config_records_the_pinned_backend_and_rebuilds(name):
+    config = build_loss(name, blur=0.2).as_config()
+    assert config["params"]["backend"] == "tensorized"
+    assert {k: config["params"][k] for k in ("blur", "scaling", "p", "reach")} == {
+        "blur": 0.2, "scaling": 0.9, "p": 2, "reach": None}
+    assert config["backend"] == "geomloss.SamplesLoss(sinkhorn, debias=True, backend=tensorized)"
+    assert sorted(config["params"]) == sorted(LOSSES.get(name).param_names())
+    assert build_loss(config["name"], **config["params"]).as_config() == config
+
+
+@pytest.mark.parametrize("params,fragment", [
+    ({"cost": "l1"}, "unknown cost 'l1'"), ({"blur": 0}, "blur"), ({"blur": "big"}, "blur"),
+    ({"scaling": 1.0}, "scaling"), ({"p": 3}, "p must be 1 or 2"), ({"reach": -1.0}, "reach"),
+    ({"backend": "auto"}, "never 'auto'"), ({"ot_weight": 0, "mse_weight": 0}, "both 0"),
+])
+def test_bad_divergence_values_are_user_errors(params, fragment):
+    name = "ot-divergence+mse" if "ot_weight" in params else "ot-divergence"
+    with pytest.raises(ClirkitError, match=fragment):
+        build_loss(name, **params)
+
+
+def test_online_backend_needs_pykeops(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pykeops", None)  # an import of a None entry raises ImportError
+    with pytest.raises(ClirkitError, match="backend 'online' needs pykeops"):
+        build_loss("ot-divergence", backend="online")
+
+
+@pytest.mark.parametrize("name", ["ot-divergence", "ot-divergence+mse"])
+def test_missing_geomloss_is_one_line_user_error(monkeypatch, name):
+    monkeypatch.setitem(sys.modules, "geomloss", None)
+    with pytest.raises(ClirkitError) as err:
+        build_loss(name)
+    assert err.value.one_line() == f"--loss {name} needs geomloss: pip install geomloss"
+    # the other losses do not need it
+    assert build_loss("ot").backend() == "clirkit.ot.sinkhorn_log"

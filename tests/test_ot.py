@@ -217,3 +217,24 @@ def test_bad_inputs_are_rejected():
         sinkhorn_log(cost, a[:, :2], b)
     with pytest.raises(ValueError, match="non-negative"):
         sinkhorn_log(cost, -a, b)
+
+
+def test_entropic_value_agrees_with_geomloss():
+    """The conventions bench/bench_ot.py part (d) relies on: on unit vectors geomloss' p=2 cost
+    |x - y|^2 / 2 is 1 - cos and its eps is blur^2, so its (non-debiased) OT_eps value equals the
+    dual value <a, f> + <b, g> of this solver's converged potentials at eps = blur^2. A factor 2
+    in the cost or eps = blur would change the value by far more than the tolerance."""
+    from geomloss import SamplesLoss
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.nn.functional.normalize(torch.randn(2, 5, 6, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(2, 7, 6, generator=g, dtype=torch.float64), dim=-1)
+    a, b = normalised(torch.rand(2, 5, generator=g, dtype=torch.float64) + 0.1), normalised(torch.ones(2, 7,
+                                                                                                   dtype=torch.float64))
+    eps = 0.1
+    _, diag = sinkhorn_log(1 - x @ y.transpose(1, 2), a, b, eps=eps, iters=5000, tol=1e-12, return_diagnostics=True)
+    ours = (a * diag.f).sum(1) + (b * diag.g).sum(1)
+    theirs = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps), scaling=0.999, diameter=2.0, debias=False,
+                         backend="tensorized")(a, x, b, y)
+    assert torch.allclose(ours, theirs, rtol=1e-4)
+    assert (ours > 0.5).all()  # typical 1 - cos of random directions: not a comparison of two zeros
