@@ -30,22 +30,29 @@ def make_loss(cfg: DistillConfig):
 
 def loss_params(cfg: DistillConfig) -> dict[str, Any]:
     """The constructor arguments of ``cfg.loss`` that ``cfg`` sets; the others keep the loss's defaults."""
-    if cfg.loss not in ("ot", "ot+mse"):
+    if cfg.loss in ("ot", "ot+mse"):
+        params = {"cost": cfg.cost, "cost_scale": cfg.cost_scale, "eps_scale": cfg.eps_scale, "eps": cfg.eps,
+                  "iters": cfg.iters, "anneal_from": cfg.anneal_from, "anneal_iters": cfg.anneal_iters,
+                  "grad_plan": cfg.ot_grad_plan}
+    elif cfg.loss in ("ot-divergence", "ot-divergence+mse"):
+        params = {"cost": cfg.cost, "blur": cfg.blur, "scaling": cfg.scaling}
+    else:
         return {}
-    params = {"cost": cfg.cost, "cost_scale": cfg.cost_scale, "eps_scale": cfg.eps_scale, "eps": cfg.eps,
-              "iters": cfg.iters, "anneal_from": cfg.anneal_from, "anneal_iters": cfg.anneal_iters,
-              "grad_plan": cfg.ot_grad_plan}
-    if cfg.loss == "ot+mse":
+    if cfg.loss.endswith("+mse"):
         params.update(ot_weight=cfg.ot_weight, mse_weight=cfg.mse_weight)
     return {k: v for k, v in params.items() if v is not None}
 
 
-def check_loss(name: str) -> None:
-    """Reject an unknown loss before any work, listing the known ones (zero-shot included)."""
+def check_loss(cfg: DistillConfig) -> None:
+    """Reject an unknown loss, or one that cannot be built (bad parameters, geomloss missing), before any work."""
     from clirkit.losses import LOSSES
 
-    if name != ZERO_SHOT and name not in LOSSES:
-        raise ClirkitError(f"unknown loss {name!r}", fix=f"use one of: {', '.join([*LOSSES.names(), ZERO_SHOT])}")
+    if cfg.loss == ZERO_SHOT:
+        return
+    if cfg.loss not in LOSSES:
+        raise ClirkitError(f"unknown loss {cfg.loss!r}",
+                           fix=f"use one of: {', '.join([*LOSSES.names(), ZERO_SHOT])}")
+    make_loss(cfg)
 
 
 def document_frequencies(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], vocab: int

@@ -55,7 +55,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
         cfg = resumed_config(cfg)
         resume_from = Path(cfg.resume)  # type: ignore[arg-type]
         log.info("resuming %s with its own configuration (other options are ignored)", resume_from)
-    check_loss(cfg.loss)
+    check_loss(cfg)
     parse_augment(cfg)  # fail on a bad spec before any work
     env = dist_env()
     if not env.main:
