@@ -80,7 +80,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command configs
 
 Scoring = Literal["dense", "maxsim"]
-MaxsimMode = Literal["auto", "exhaustive", "rerank"]
+MaxsimMode = Literal["auto", "exhaustive", "rerank", "token-ann"]
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
 
@@ -117,7 +117,8 @@ class EvalConfig(IndexConfig):
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     maxsim_mode: MaxsimMode = Field(
-        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+        "auto", description="maxsim over the whole corpus, re-ranking the dense top rerank_k, or over the "
+                       "candidates of an approximate index of document tokens (token-ann) (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries word by word first")
 
@@ -244,7 +245,8 @@ class AttackConfig(CommandConfig):
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
     scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over tokens)")
     maxsim_mode: MaxsimMode = Field(
-        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+        "auto", description="maxsim over the whole corpus, re-ranking the dense top rerank_k, or over the "
+                       "candidates of an approximate index of document tokens (token-ann) (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
     factory: str = Field("Flat", description="FAISS index factory string")
     batch_size: int = Field(64, ge=1, description="encoding batch size")

@@ -152,11 +152,13 @@ class _ToyScorer:
         self.batches.append(len(texts))
         return [np.array([t.count(c) for c in "aeiou"], dtype=float) for t in texts]
 
-    def scores(self, reps, rows):
+    def score(self, reps, rows):
         return np.stack(reps) @ self.docs[np.asarray(rows, dtype=int)].T if len(rows) else np.zeros((len(reps), 0))
 
-    def top(self, text, rep, n):
-        return np.argsort(-(self.docs @ rep), kind="stable")[:n]
+    def top(self, reps, k):
+        s = np.stack(reps) @ self.docs.T
+        rows = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return rows, np.take_along_axis(s, rows, axis=1)
 
 
 @pytest.mark.parametrize("max_queries", [1, 5, 40, 1000])
