@@ -47,7 +47,14 @@ from clirkit.attack.common import (
     robustness_rows,
     spec_label,
 )
-from clirkit.attack.greedy import GreedyResult, GreedyState, first_relevant_rank, greedy_attack, greedy_query
+from clirkit.attack.greedy import (
+    GreedyResult,
+    GreedyState,
+    first_relevant_rank,
+    greedy_attack,
+    greedy_query,
+    greedy_state,
+)
 from clirkit.attack.random_search import random_attack
 from clirkit.attack.xglue import run_xglue_attack
 from clirkit.config import AttackConfig
@@ -60,7 +67,8 @@ from clirkit.tables import write_robustness
 
 log = logging.getLogger("clirkit")
 __all__ = ["GreedyResult", "GreedyState", "System", "Variant", "attacked_query_ids", "dataset_of_run", "eval_config",
-           "first_relevant_rank", "greedy_attack", "greedy_query", "latest_distill_run", "random_attack",
+           "first_relevant_rank", "greedy_attack", "greedy_query", "greedy_state", "latest_distill_run",
+           "random_attack",
            "parse_specs", "plan_variants", "resolve_target", "robustness_rows", "run_attack", "spec_label",
            "write_robustness"]
 
