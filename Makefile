@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/bench_ot.py
 	$(BIN)/python bench/bench_perturb.py
 	$(BIN)/python bench/bench_attack.py
+	$(BIN)/python bench/bench_maxsim.py
 	$(BIN)/python bench/bench_prepare_mmarco.py
 
 clean:

@@ -86,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from clirkit.attack import Scorer, System, eval_config, greedy_query
+    from clirkit.attack import System, eval_config, greedy_query
     from clirkit.config import AttackConfig
     from clirkit.data.formats import load_dataset, sha256_file
     from clirkit.index import build_index, index_key, load_index
@@ -117,7 +117,8 @@ def main() -> None:
         translate = translator_for(t, ds) if t else dict
         system = System("minilm" + (f"+{t}" if t else ""), "minilm", t, pair, eval_config(cfg, "minilm", ds.path, t),
                         translate, load_index(out))
-        scorer = Scorer(system, ignore_ids=False)
+        system.index = load_index(out)
+        scorer = system.make_searcher(ignore_identical_ids=False, batch_size=None)
         spec = parse_spec(args.perturb)
 
         # unit cost: one clean query encoded alone (translated first, as the attack does), the
@@ -148,12 +149,12 @@ def main() -> None:
                          "edits": r.edits, "model_queries": r.model_queries, "wall_s": wall,
                          "rank": f"{r.rank_clean_est}->{r.rank_final_est}"})
         per = pd.DataFrame(rows)
-        print_table(per, title=f"greedy {args.perturb} per query ({system.name}, {len(scorer.index.doc_ids)} docs)")
+        print_table(per, title=f"greedy {args.perturb} per query ({system.name}, {len(scorer.doc_ids)} docs)")
         if per.empty:
             print(f"no attackable query among {skipped} sampled (all skipped)")
             return
         summary = pd.DataFrame([{
-            "system": system.name, "docs": len(scorer.index.doc_ids), "attacked": len(per), "skipped": skipped,
+            "system": system.name, "docs": len(scorer.doc_ids), "attacked": len(per), "skipped": skipped,
             "success_rate": float((per["status"] == "success").mean()),
             "mean_edits": float(per["edits"].mean()),
             "model_queries_mean": float(per["model_queries"].mean()),

@@ -86,7 +86,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command configs
 
 Scoring = Literal["dense", "maxsim"]
-MaxsimMode = Literal["auto", "exhaustive", "rerank"]
+MaxsimMode = Literal["auto", "exhaustive", "rerank", "token-ann"]
 PrecisionName = Literal["fp32", "bf16", "fp16"]
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
@@ -139,7 +139,8 @@ class RetrievalOptions(IndexOptions):
                                 description="ir_measures strings (repeat the option, or separate by commas "
                                             "or spaces)")
     maxsim_mode: MaxsimMode = Field(
-        "auto", description="maxsim over the whole corpus, or re-ranking the dense top rerank_k (auto: by size)")
+        "auto", description="maxsim over the whole corpus, re-ranking the dense top rerank_k, or over the "
+                       "candidates of an approximate index of document tokens (token-ann) (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
 
 

@@ -1,15 +1,12 @@
-"""Search, score with ir_measures, and compare systems with paired significance tests.
+"""``clirkit eval``: search a test collection with one system and score the run.
 
-Measures are ir_measures strings parsed by ``ir_measures.parse_measure`` (never hand-split);
-table columns are ``str(measure)``. Per-query values come from ``ir_measures.iter_calc``;
-a judged query the system returned nothing for scores 0 (pytrec_eval would silently drop it
-and inflate the mean).
+Searching is :mod:`clirkit.retrieval` (one :class:`~clirkit.retrieval.Searcher` per system),
+scoring and statistics are :mod:`clirkit.measures`, tables are :mod:`clirkit.tables`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,140 +15,36 @@ import pandas as pd
 from clirkit.config import EvalConfig
 from clirkit.data.formats import Dataset, load_dataset
 from clirkit.errors import ClirkitError
-from clirkit.index import DenseIndex, ensure_index
+from clirkit.index import ensure_index
+from clirkit.measures import aggregate, parse_measures, score_run
 from clirkit.models import EncoderPair, load_pair
-from clirkit.report import print_table, write_table
+from clirkit.retrieval import RunDict, Searcher, SearchSetup, build_searcher, retrieve
+from clirkit.retrieval.maxsim import PackedDocs, maxsim_packed
 from clirkit.rundir import start_run
+from clirkit.tables import print_table, write_table
 
 log = logging.getLogger("clirkit")
-RunDict = dict[str, dict[str, float]]
-MAXSIM_EXHAUSTIVE_MAX_DOCS = 20_000
-
-
-def parse_measures(names: Sequence[str]) -> list:
-    """Parse ir_measures strings; an unknown one is a ClirkitError naming it."""
-    import ir_measures
-
-    out = []
-    for name in names:
-        try:
-            out.append(ir_measures.parse_measure(name))
-        except (NameError, ValueError, TypeError) as e:
-            raise ClirkitError(f"unknown measure {name!r} ({e})",
-                               fix="use ir_measures strings such as nDCG@10, RR@10, R@100, AP, P@5") from None
-    if not out:
-        raise ClirkitError("no measures given", fix="pass e.g. --measures nDCG@10")
-    return out
-
-
-# --------------------------------------------------------------------------- search
-
-
-def dense_search(index: DenseIndex, q_emb: np.ndarray, qids: list[str], k: int) -> RunDict:
-    """Top-``k`` by inner product (cosine on normalised vectors) from the FAISS index."""
-    k = min(k, len(index.doc_ids))
-    scores, rows = index.faiss_index.search(np.ascontiguousarray(q_emb, dtype=np.float32), k)
-    run: RunDict = {}
-    for qid, srow, irow in zip(qids, scores, rows):
-        run[qid] = {index.doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
-    return run
 
 
 def maxsim(q_tokens: np.ndarray, d_tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """ColBERT MaxSim of one query against documents given as concatenated token rows.
+    """MaxSim of one query against documents given as concatenated token rows (``offsets`` has
+    one more entry than documents). Kept for distillation's dev evaluation until it calls
+    :func:`clirkit.retrieval.maxsim_scores`."""
+    offsets = np.asarray(offsets) - offsets[0]
+    return maxsim_packed([q_tokens], PackedDocs.from_offsets(np.asarray(d_tokens), offsets))[0]
 
-    score(q, d) = sum over query tokens of the max inner product with d's tokens
-    (Khattab & Zaharia, ColBERT, SIGIR 2020). ``offsets`` has one more entry than documents.
+
+def searcher_for(pair: EncoderPair, index, cfg: EvalConfig, ignore_identical_ids: bool = False,
+                 batch_size: int | None = -1, name: str | None = None) -> Searcher:
+    """The searcher of ``cfg.scoring`` over ``index`` (``batch_size`` -1: ``cfg.batch_size``).
+
+    With ``ignore_identical_ids`` one more dense candidate is re-ranked, as one more document
+    is retrieved and the query's own id dropped (:func:`clirkit.retrieval.retrieve`).
     """
-    sims = q_tokens.astype(np.float32) @ np.asarray(d_tokens, dtype=np.float32).T
-    lengths = np.diff(offsets)
-    out = np.full(len(lengths), -np.inf, dtype=np.float32)
-    nonempty = lengths > 0
-    if nonempty.any():
-        starts = offsets[:-1][nonempty] - offsets[0]
-        out[nonempty] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
-    return out
-
-
-def maxsim_search(index: DenseIndex, q_tokens: list[np.ndarray], qids: list[str], k: int,
-                  candidates: RunDict | None) -> RunDict:
-    """MaxSim over the whole corpus (``candidates=None``) or re-ranking each query's candidates."""
-    if index.tokens is None or index.token_offsets is None:
-        raise ClirkitError("this index has no token embeddings", fix="index with --scoring maxsim")
-    offsets = index.token_offsets
-    row_of = {d: i for i, d in enumerate(index.doc_ids)} if candidates is not None else {}
-    run: RunDict = {}
-    for qid, qt in zip(qids, q_tokens):
-        if len(qt) == 0:
-            run[qid] = {}
-            continue
-        if candidates is None:
-            scores = maxsim(qt, index.tokens_f32, offsets)
-            top = np.argsort(-scores)[:k]
-            run[qid] = {index.doc_ids[i]: float(scores[i]) for i in top}
-        else:
-            rows = np.array(sorted(row_of[d] for d in candidates[qid]), dtype=np.int64)
-            toks = [index.doc_tokens(r) for r in rows]
-            cand_offsets = np.concatenate(([0], np.cumsum([len(t) for t in toks])))
-            flat = np.concatenate(toks) if len(toks) else np.zeros((0, qt.shape[1]), dtype=np.float32)
-            scores = maxsim(qt, flat, cand_offsets)
-            run[qid] = {index.doc_ids[r]: float(s) for r, s in zip(rows, scores)}
-    return run
-
-
-def drop_identical(run: RunDict) -> RunDict:
-    """BEIR's ``ignore_identical_ids``: a query never retrieves the document with its own id."""
-    return {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
-
-
-def retrieve(pair: EncoderPair, index: DenseIndex, queries: dict[str, str], cfg: EvalConfig,
-             ignore_identical_ids: bool = False) -> RunDict:
-    """Encode ``queries`` with the query encoder and search ``index`` under ``cfg.scoring``."""
-    qids = list(queries)
-    texts = [queries[q] for q in qids]
-    extra = 1 if ignore_identical_ids else 0
-    q_emb = pair.query.encode(texts, batch_size=cfg.batch_size)
-    if cfg.scoring == "dense":
-        run = dense_search(index, q_emb, qids, cfg.top_k + extra)
-    else:
-        exhaustive = cfg.maxsim_mode == "exhaustive" or (
-            cfg.maxsim_mode == "auto" and len(index.doc_ids) <= MAXSIM_EXHAUSTIVE_MAX_DOCS)
-        q_tok = pair.query.encode_tokens(texts, batch_size=cfg.batch_size)
-        cands = None if exhaustive else dense_search(index, q_emb, qids, cfg.rerank_k + extra)
-        run = maxsim_search(index, q_tok, qids, cfg.top_k + extra, cands)
-    if ignore_identical_ids:
-        run = drop_identical(run)
-    return run
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-def score_run(qrels: dict[str, dict[str, int]], run: RunDict, measures: list) -> pd.DataFrame:
-    """Per-query table (index ``query_id``, one column per ``str(measure)``).
-
-    Judged queries (with at least one grade > 0) that are missing from the run get 0.
-    """
-    import ir_measures
-
-    judged = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
-    if not judged:
-        raise ClirkitError("the qrels judge no document relevant", fix="check the dataset's qrels")
-    values: dict[str, dict[str, float]] = {q: {str(m): 0.0 for m in measures} for q in judged}
-    present = {q: docs for q, docs in run.items() if docs}
-    for metric in ir_measures.iter_calc(measures, qrels, present):
-        if metric.query_id in values:
-            values[metric.query_id][str(metric.measure)] = float(metric.value)
-    missing = [q for q in judged if q not in present]
-    if missing:
-        log.warning("%d judged queries have no results; they score 0", len(missing))
-    df = pd.DataFrame.from_dict(values, orient="index")[[str(m) for m in measures]]
-    df.index.name = "query_id"
-    return df
-
-
-def aggregate(per_query: pd.DataFrame) -> pd.Series:
-    return per_query.mean(axis=0)
+    return build_searcher(SearchSetup(
+        scoring=cfg.scoring, pair=pair, index=lambda: index, maxsim_mode=cfg.maxsim_mode,
+        rerank_k=cfg.rerank_k + (1 if ignore_identical_ids else 0),
+        batch_size=cfg.batch_size if batch_size == -1 else batch_size, name=name or query_encoder_name(pair)))
 
 
 def write_trec(run: RunDict, path: Path, tag: str) -> None:
@@ -161,49 +54,6 @@ def write_trec(run: RunDict, path: Path, tag: str) -> None:
             ranked = sorted(run[qid].items(), key=lambda x: (-x[1], x[0]))
             for rank, (did, score) in enumerate(ranked, 1):
                 f.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
-
-
-def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
-    """Paired two-sided t-tests of every system against ``baseline`` per measure, Holm-corrected.
-
-    References:
-        Smucker, Allan, Carterette. A Comparison of Statistical Significance Tests for
-        Information Retrieval Evaluation. CIKM 2007 (the paired t-test agrees with the
-        randomization test on IR measures); Holm, Scand. J. Statistics 1979.
-    """
-    from scipy import stats
-
-    base = per_query[baseline]
-    rows = []
-    for system, df in per_query.items():
-        if system == baseline:
-            continue
-        common = base.index.intersection(df.index)
-        for measure in base.columns.intersection(df.columns):
-            a, b = df.loc[common, measure].to_numpy(), base.loc[common, measure].to_numpy()
-            if np.allclose(a, b):
-                t, p = 0.0, 1.0
-            else:
-                t, p = stats.ttest_rel(a, b)
-            rows.append({"system": system, "baseline": baseline, "measure": measure, "n": len(common),
-                         "mean": a.mean(), "baseline_mean": b.mean(), "delta": a.mean() - b.mean(),
-                         "t": float(t), "p": float(p)})
-    out = pd.DataFrame(rows)
-    if not out.empty:
-        out["p_holm"] = holm(out["p"].to_numpy())
-    return out
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
-    order = np.argsort(p)
-    m = len(p)
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, (m - rank) * p[i])
-        adj[i] = min(1.0, running)
-    return adj
 
 
 # --------------------------------------------------------------------------- command
@@ -218,8 +68,11 @@ def evaluate(pair: EncoderPair, ds: Dataset, cfg: EvalConfig, run, queries: dict
     """Index (or reuse), retrieve and score; return the run and the per-query table."""
     measures = parse_measures(cfg.measures)
     index = ensure_index(pair.doc, ds, run, cfg.factory, cfg.scoring, cfg.batch_size)
-    result = retrieve(pair, index, queries if queries is not None else ds.queries, cfg,
-                      ignore_identical_ids=bool(ds.card.get("ignore_identical_ids")))
+    ignore = bool(ds.card.get("ignore_identical_ids"))
+    searcher = searcher_for(pair, index, cfg, ignore)
+    result = retrieve(searcher, queries if queries is not None else ds.queries, cfg.top_k, ignore)
+    if getattr(searcher, "record", None):
+        run.record(retrieval=searcher.record)
     return result, score_run(ds.qrels, result, measures)
 
 

@@ -56,12 +56,15 @@ class DenseIndex:
         return np.load(self.path / "embeddings.npy", mmap_mode="r")
 
     @cached_property
-    def tokens_f32(self) -> np.ndarray:
-        """Every token embedding as one float32 array, read once: exhaustive MaxSim reads the
-        whole corpus for every query, and converting the float16 memory map each time costs
-        more than the scoring."""
-        assert self.tokens is not None
-        return np.asarray(self.tokens, dtype=np.float32)
+    def packed_tokens(self):
+        """Every document's token embeddings as float32, grouped by length for exhaustive MaxSim
+        (:class:`clirkit.retrieval.maxsim.PackedDocs`), read once: exhaustive MaxSim reads the
+        whole corpus for every query batch, and converting the float16 memory map each time
+        costs more than the scoring."""
+        from clirkit.retrieval.maxsim import PackedDocs
+
+        assert self.tokens is not None and self.token_offsets is not None
+        return PackedDocs.from_offsets(self.tokens, self.token_offsets)
 
     def doc_tokens(self, i: int) -> np.ndarray:
         assert self.tokens is not None and self.token_offsets is not None

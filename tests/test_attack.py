@@ -20,6 +20,7 @@ from clirkit.attack import (
     GreedyState,
     first_relevant_rank,
     greedy_query,
+    greedy_state,
     robustness_rows,
     write_robustness,
 )
@@ -130,10 +131,15 @@ def test_greedy_never_worse_and_respects_budgets(tiny_model, beir_long, runs_dir
         assert len(t["trail"]) == t["edits"]
         objectives = [t["objective_clean"], *(step["objective"] for step in t["trail"])]
         assert all(b < a for a, b in zip(objectives, objectives[1:]))  # only improving edits
-        assert t["objective_final"] <= t["objective_clean"]
-        assert sum(step["candidates"] for step in t["trail"]) <= t["model_queries"]
-        if t["status"] == "success":
-            assert t["rank_final_est"] > 1
+        assert t["objective_final"] == objectives[-1]  # the final state is the last accepted edit's
+        assert t["attacked"] == (t["trail"][-1]["text"] if t["trail"] else t["original"])
+        scored = sum(step["candidates"] for step in t["trail"])
+        if t["stop"] in ("success", "max-edits"):  # every scored batch led to an accepted edit
+            assert scored == t["model_queries"]
+        else:
+            assert scored < t["model_queries"] or t["stop"] == "skipped"
+        if t["status"] != "skipped":  # success: no relevant document left in the top success_k = 1
+            assert (t["status"] == "success") == (t["rank_final_est"] > 1)
     summary = pd.read_csv(run / "metrics" / "greedy_summary.csv")
     assert summary.loc[0, "queries"] == 3 and 0 <= summary.loc[0, "success_rate"] <= 1
     assert summary.loc[0, "mean_model_queries"] <= max_queries
@@ -152,11 +158,13 @@ class _ToyScorer:
         self.batches.append(len(texts))
         return [np.array([t.count(c) for c in "aeiou"], dtype=float) for t in texts]
 
-    def scores(self, reps, rows):
+    def score(self, reps, rows):
         return np.stack(reps) @ self.docs[np.asarray(rows, dtype=int)].T if len(rows) else np.zeros((len(reps), 0))
 
-    def top(self, text, rep, n):
-        return np.argsort(-(self.docs @ rep), kind="stable")[:n]
+    def top(self, reps, k):
+        s = np.stack(reps) @ self.docs.T
+        rows = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return rows, np.take_along_axis(s, rows, axis=1)
 
 
 @pytest.mark.parametrize("max_queries", [1, 5, 40, 1000])
@@ -179,7 +187,18 @@ def test_first_relevant_rank():
     run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7}}
     assert first_relevant_rank(run, {"q": {"b": 1}}, 1000) == {"q": 2}
     assert first_relevant_rank(run, {"q": {"z": 1}}, 1000) == {"q": 1001}
-    assert isinstance(GreedyState(0.0, 1, np.zeros(0), 0.0, 0.0).pool, np.ndarray)
+
+
+def test_greedy_state_objective_is_best_relevant_minus_kth_competitor():
+    docs = np.array([[5.0, 0, 0, 0, 0], [4, 0, 0, 0, 0], [3, 0, 0, 0, 0], [2, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
+    scorer = _ToyScorer(docs)
+    rep = np.array([1.0, 0, 0, 0, 0])  # scores = 5, 4, 3, 2, 1
+    state = greedy_state(scorer, rep, np.array([2]), {0}, np.zeros(0, np.int64), 2, "topk")
+    # relevant row 2 scores 3; row 0 is excluded; competitors 4, 2, 1: the 2nd best is 2
+    assert isinstance(state, GreedyState) and state.best_relevant == 3.0 and state.reference == 2.0
+    assert state.objective == 1.0 and state.rank == 2 and state.pool.tolist() == [1, 3, 4]
+    top1 = greedy_state(scorer, rep, np.array([2]), {0}, np.zeros(0, np.int64), 2, "top1")
+    assert top1.objective == -1.0 and top1.reference == 4.0
 
 
 # --------------------------------------------------------------------------- bare attack
@@ -317,4 +336,11 @@ def test_attack_xglue_per_language(tiny_model, runs_dir):
     assert set(table["lang"]) == {"de", "en", "fr"} and set(table["rate"]) == {0.0, 0.5}
     zero = table[table["rate"] == 0.0]
     assert (zero["drop"] == 0).all() and (zero["attacked"] == zero["clean"]).all()  # rate 0 is no attack
-    np.testing.assert_allclose(table["drop"], table["clean"] - table["attacked"], atol=1e-12)
+    assert (zero["ci_low"] == 0).all() and (zero["ci_high"] == 0).all()  # two equal drops: a zero-width interval
+    for _, g in table.groupby("lang"):
+        assert g["clean"].nunique() == 1  # the clean score does not depend on the rate
+    half = table[table["rate"] == 0.5]
+    moved = half[half["ci_high"] > half["ci_low"]]
+    assert ((moved["ci_low"] < moved["drop"]) & (moved["drop"] < moved["ci_high"])).all()
+    # the interval is symmetric around the drop (a t-interval of the per-seed drops)
+    np.testing.assert_allclose(half["drop"] - half["ci_low"], half["ci_high"] - half["drop"], atol=1e-12)

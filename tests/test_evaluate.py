@@ -4,16 +4,9 @@ import pandas as pd
 import pytest
 
 from clirkit.errors import ClirkitError
-from clirkit.evaluate import (
-    drop_identical,
-    holm,
-    maxsim,
-    maxsim_search,
-    parse_measures,
-    score_run,
-    significance,
-    write_trec,
-)
+from clirkit.evaluate import maxsim, write_trec
+from clirkit.measures import holm, parse_measures, score_run, significance
+from clirkit.retrieval import drop_identical
 
 
 def test_parse_measures_rejects_unknown():
@@ -51,24 +44,6 @@ def test_maxsim_matches_brute_force():
     got = maxsim(q, np.concatenate(docs), offsets)
     want = [sum(max(float(qi @ dj) for dj in d) for qi in q) for d in docs]
     np.testing.assert_allclose(got, want, rtol=1e-5)
-
-
-def test_maxsim_rerank_scores_equal_exhaustive_scores():
-    from clirkit.index import DenseIndex
-
-    rng = np.random.default_rng(3)
-    lengths = [3, 1, 0, 5, 2]
-    tokens = rng.normal(size=(sum(lengths), 8)).astype(np.float16)
-    offsets = np.concatenate(([0], np.cumsum(lengths)))
-    index = DenseIndex(path=None, manifest={}, doc_ids=[f"d{i}" for i in range(5)], faiss_index=None,
-                       tokens=tokens, token_offsets=offsets)
-    q = [rng.normal(size=(4, 8)).astype(np.float32)]
-    full = maxsim_search(index, q, ["q"], k=5, candidates=None)["q"]
-    part = maxsim_search(index, q, ["q"], k=5, candidates={"q": {"d3": 0.0, "d0": 0.0, "d2": 0.0}})["q"]
-    assert set(part) == {"d0", "d2", "d3"} and part["d2"] == -np.inf
-    for d in ("d0", "d3"):
-        assert part[d] == pytest.approx(full[d], rel=1e-5)
-    assert list(full)[:2] == sorted(full, key=full.get, reverse=True)[:2]
 
 
 def test_drop_identical():

@@ -1,0 +1,340 @@
+"""What both attack searches share: the target (models, dataset), the systems under attack and
+their searchers, the attacked queries and their perturbed variants, and the robustness statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clirkit.config import AttackConfig, EvalConfig
+from clirkit.data.formats import Dataset
+from clirkit.errors import ClirkitError
+from clirkit.evaluate import searcher_for
+from clirkit.index import DenseIndex, ensure_index
+from clirkit.measures import paired_ttest, t_interval
+from clirkit.models import EncoderPair, load_pair
+from clirkit.perturb import PerturbSpec, parse_spec, perturb_many
+from clirkit.retrieval import RunDict, Searcher, Translated, retrieve
+from clirkit.rundir import Run, completed_runs, read_json
+from clirkit.seeding import set_seed
+from clirkit.tables import file_label
+
+Translate = Callable[[dict[str, str]], dict[str, str]]
+
+# --------------------------------------------------------------------------- target
+
+
+def latest_distill_run(runs_dir: Path) -> Path:
+    """The newest completed ``distill`` experiment directory in ``runs_dir``.
+
+    Raises:
+        ClirkitError: there is none.
+    """
+    runs = completed_runs(runs_dir, "distill")
+    if not runs:
+        raise ClirkitError(f"no completed distillation run in {runs_dir} to attack",
+                           fix="run `clirkit distill ...` first, or pass --model and --dataset")
+    return runs[-1]
+
+
+def _collection(path: Path) -> Path | None:
+    """``path`` or the nearest ancestor (up to 3 levels) that is a prepared test collection."""
+    for p in (path, *list(path.parents)[:3]):
+        if (p / "dataset.json").is_file() and (p / "qrels").is_dir() and (p / "queries.jsonl").is_file():
+            return p
+    return None
+
+
+def _path_values(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, value)`` of every string value in a nested config, in document order."""
+    if isinstance(data, dict):
+        return [kv for k, v in data.items() for kv in _path_values(v, f"{prefix}{k}.")]
+    if isinstance(data, str):
+        return [(prefix.rstrip("."), data)]
+    return []
+
+
+def dataset_of_run(run: Path) -> Path:
+    """The test collection a distillation run was trained for.
+
+    A distill run records the bitext it trained on (``bitext``: a prepared dataset folder
+    holding ``bitext/train.tsv``, or the table itself; its manifest has ``bitext.folder`` even
+    when the config left ``bitext`` to be found by ``pair``) and may record a ``dataset``; the
+    first path under a key ``eval_dataset``, ``test_dataset``, ``dataset``, ``bitext`` or
+    ``data`` (in ``config.json``, then ``manifest.json``) that is, or sits inside, a folder
+    with a card, queries and qrels wins.
+    Prepared Bible folders hold both the bitext and the test collection, so training on one
+    names its test collection.
+
+    Raises:
+        ClirkitError: no recorded path is a test collection.
+    """
+    order = ("eval_dataset", "test_dataset", "dataset", "bitext", "data")
+    seen = []
+    for name in ("config.json", "manifest.json"):
+        if not (run / name).is_file():
+            continue
+        values = _path_values(read_json(run / name))
+        for key in order:
+            for dotted, value in values:
+                if key not in dotted.split("."):  # config "bitext", manifest "bitext.folder"
+                    continue
+                seen.append(dotted)
+                found = _collection(Path(value))
+                if found is not None:
+                    return found
+    raise ClirkitError(f"the distill run {run.name} records no test collection "
+                       f"({', '.join(seen) or 'no dataset or bitext path'})",
+                       path=run, fix="pass --dataset DIR (a prepared folder with queries and qrels)")
+
+
+def resolve_target(cfg: AttackConfig) -> tuple[list[str], Path, Path | None]:
+    """``(models, dataset, distill run or None)``: bare ``clirkit attack`` takes the newest
+    completed distill run in ``runs_dir`` and the test collection it recorded."""
+    if cfg.model:
+        if cfg.dataset is None:
+            raise ClirkitError("--model given without --dataset", fix="pass --dataset DIR")
+        return list(dict.fromkeys(cfg.model)), cfg.dataset, None
+    chosen = latest_distill_run(cfg.runs_dir)
+    dataset = cfg.dataset if cfg.dataset is not None else dataset_of_run(chosen)
+    return [str(chosen)], dataset, chosen
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@dataclass
+class System:
+    """One retrieval system under attack: an encoder pair, its index, an optional query
+    translation applied to every (clean or perturbed) query before encoding, and its searcher
+    (set by :func:`attach_indexes`)."""
+
+    name: str
+    model: str
+    translation: str | None
+    pair: EncoderPair
+    eval_cfg: EvalConfig
+    translate: Translate
+    index: DenseIndex | None = None
+    searcher: Searcher | None = None
+
+    def make_searcher(self, ignore_identical_ids: bool, batch_size: int | None = -1) -> Searcher:
+        """The system's searcher as ``clirkit eval`` builds it (``batch_size=None``: one batch per call)."""
+        assert self.index is not None
+        inner = searcher_for(self.pair, self.index, self.eval_cfg, ignore_identical_ids, batch_size, self.name)
+        return Translated(inner, self.translate, _translation_label(self.translation)) if self.translation else inner
+
+
+class _IndexSlot:
+    """A stand-in for :class:`Run` so a second document encoder's index goes to
+    ``indexes/<i>/index`` instead of clobbering ``index/`` (ensure_index always uses
+    ``run.path / "index"``, and hard-links files, so overwriting would corrupt the source run)."""
+
+    def __init__(self, run: Run, i: int) -> None:
+        self.run = run
+        self.i = i
+        self.runs_dir = run.runs_dir
+        self.path = run.path / "indexes" / str(i)
+
+    def record(self, **fields: Any) -> None:
+        self.run.record(**{f"{k}_{self.i}": v for k, v in fields.items()})
+
+
+def _short(spec: str) -> str:
+    p = Path(spec)
+    return p.name if p.exists() and p.name else spec
+
+
+def _translation_label(spec: str) -> str:
+    kind, sep, path = spec.partition(":")
+    return f"{kind}:{Path(path).name}" if sep and path else spec
+
+
+def eval_config(cfg: AttackConfig, model: str, dataset: Path, translation: str | None) -> EvalConfig:
+    """The ``clirkit eval`` configuration one system of the attack retrieves with."""
+    return EvalConfig(runs_dir=cfg.runs_dir, seed=cfg.seed, device=cfg.device, model=model, dataset=dataset,
+                      factory=cfg.factory, batch_size=cfg.batch_size, scoring=cfg.scoring, split=cfg.split,
+                      top_k=cfg.top_k, measures=cfg.measures, maxsim_mode=cfg.maxsim_mode,
+                      rerank_k=cfg.rerank_k, query_translation=translation)
+
+
+def load_systems(cfg: AttackConfig, models: list[str], ds: Dataset) -> list[System]:
+    """Every model x query translation (``none`` = untranslated), encoders loaded, no index yet."""
+    translations = [None if t.strip().lower() in ("", "none") else t.strip()
+                    for t in dict.fromkeys(cfg.query_translation or ["none"])]
+    translators: dict[str, Translate] = {}
+    systems = []
+    for model in models:
+        pair = load_pair(model, device=cfg.device)
+        for t in translations:
+            if t is not None and t not in translators:
+                from clirkit.lexicon import translator_for
+
+                translators[t] = translator_for(t, ds)
+            name = _short(model) + (f"+{_translation_label(t)}" if t else "")
+            systems.append(System(name, model, t, pair, eval_config(cfg, model, ds.path, t),
+                                  translators[t] if t else dict))
+    return systems
+
+
+def attach_indexes(systems: list[System], ds: Dataset, cfg: AttackConfig, run: Run) -> None:
+    """Index (or reuse by fingerprint) the corpus once per distinct document encoder, and build
+    each system's searcher."""
+    by_fp: dict[str, DenseIndex] = {}
+    for system in systems:
+        doc = system.pair.doc
+        if doc.fingerprint not in by_fp:
+            where = run if not by_fp else _IndexSlot(run, len(by_fp))
+            by_fp[doc.fingerprint] = ensure_index(doc, ds, where, cfg.factory, cfg.scoring, cfg.batch_size)
+        system.index = by_fp[doc.fingerprint]
+        system.searcher = system.make_searcher(bool(ds.card.get("ignore_identical_ids")))
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def attacked_query_ids(ds: Dataset, cfg: AttackConfig) -> list[str]:
+    """Judged queries (a grade > 0) in dataset order, a seeded sample of them with ``sample``.
+
+    Raises:
+        ClirkitError: a judged query is empty (it cannot be perturbed), or none is judged.
+    """
+    judged = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())]
+    if not judged:
+        raise ClirkitError("the qrels judge no document relevant", path=ds.path, fix="check the dataset's qrels")
+    for q in judged:
+        if not ds.queries[q].strip():
+            raise ClirkitError(f"query {q!r} is empty; it cannot be perturbed", path=ds.path / "queries.jsonl",
+                               fix="give it text or remove it from the queries file")
+    if cfg.sample is not None and cfg.sample < len(judged):
+        # sorted positions keep dataset order, so a sample is a prefix-stable subset per seed
+        keep = sorted(set_seed(cfg.seed).py.sample(range(len(judged)), cfg.sample))
+        judged = [judged[i] for i in keep]
+    return judged
+
+
+def spec_label(spec: PerturbSpec) -> str:
+    """The spec without its rate (rates are their own column), a lexicon path by its file name."""
+    params = {k: (Path(v).name if k == "lexicon" and isinstance(v, (str, Path)) else v)
+              for k, v in spec.params.items() if k != "rate"}
+    if not params:
+        return spec.name
+    return f"{spec.name}:" + ",".join(f"{k}={_fmt_param(v)}" for k, v in sorted(params.items()))
+
+
+def _fmt_param(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+@dataclass
+class Variant:
+    """One perturbed copy of the queries: a spec at a rate under a seed."""
+
+    label: str
+    spec: PerturbSpec
+    rate: float
+    seed: int
+    texts: dict[str, str]
+
+    @property
+    def stem(self) -> str:
+        return f"{file_label(self.label)}-rate{self.rate:g}-seed{self.seed}"
+
+
+def plan_variants(cfg: AttackConfig, specs: list[PerturbSpec], ds: Dataset, qids: list[str]) -> list[Variant]:
+    """Perturb the queries for every spec x rate x seed (cheap; done before any model work so
+    bad input fails fast). ``cfg.rates`` overrides each spec's own rate."""
+    originals = [ds.queries[q] for q in qids]
+    out = []
+    for spec in specs:
+        rates = cfg.rates or [spec.with_defaults().params.get("rate", math.nan)]
+        for rate in dict.fromkeys(rates):
+            rated = PerturbSpec(spec.name, {**spec.params, "rate": rate}) if cfg.rates else spec
+            for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+                texts = perturb_many(rated, originals, seed, ids=qids)
+                out.append(Variant(spec_label(spec), rated, float(rate), seed, dict(zip(qids, texts))))
+    return out
+
+
+def parse_specs(cfg: AttackConfig) -> list[PerturbSpec]:
+    """Parse and deduplicate the perturbation specs (unknown names list the known ones)."""
+    if not cfg.perturb:
+        raise ClirkitError("no perturbation given", fix="pass e.g. --perturb char-swap")
+    specs = [parse_spec(s) for s in cfg.perturb]
+    return list({str(s): s for s in specs}.values())
+
+
+def write_queries(path: Path, texts: dict[str, str], ds: Dataset) -> None:
+    """Perturbed queries as BEIR ``queries.jsonl`` records (usable as a dataset's queries)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for q, t in texts.items():
+            f.write(json.dumps({"_id": q, "text": t, "lang": ds.query_lang.get(q, "")}, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def robustness_rows(system: str, perturbation: str, rate: float, clean: pd.DataFrame,
+                    attacked: list[pd.DataFrame]) -> list[dict[str, Any]]:
+    """Clean vs attacked for each measure column.
+
+    ``drop = clean - attacked`` (positive: the attack hurts), ``rel_drop = drop / clean``. The
+    95% interval of the drop is a t-interval over the per-seed drops (NaN with one seed). The
+    p-value is a two-sided paired t-test over queries of the clean score against the query's
+    perturbed score averaged over seeds; averaging first keeps the test's unit the query (seeds
+    are not independent samples of queries), and the t-test agrees with the randomisation test
+    on IR measures (Smucker, Allan & Carterette, CIKM 2007).
+
+    Args:
+        system: the system's name.
+        perturbation: the spec label.
+        rate: the perturbation rate.
+        clean: per-query table of the clean run (index query_id, one column per measure).
+        attacked: one such table per seed, same index.
+    """
+    rows = []
+    n = len(attacked)
+    for m in clean.columns:
+        c = clean[m]
+        per_seed = np.array([a[m].reindex(c.index).mean() for a in attacked])
+        drops = c.mean() - per_seed
+        drop = float(drops.mean())
+        lo, hi = t_interval(drops)
+        pooled = pd.concat([a[m].reindex(c.index) for a in attacked], axis=1).mean(axis=1)
+        _, p = paired_ttest(c.to_numpy(), pooled.to_numpy())
+        clean_mean = float(c.mean())
+        rows.append({"system": system, "perturbation": perturbation, "rate": rate, "measure": m,
+                     "clean": clean_mean, "attacked": float(per_seed.mean()), "drop": drop,
+                     "rel_drop": drop / clean_mean if clean_mean > 0 else math.nan,
+                     "ci_low": lo, "ci_high": hi, "p_value": p, "seeds": n, "queries": len(c)})
+    return rows
+
+
+def _retrieve_changed(system: System, texts: dict[str, str], clean_texts: dict[str, str],
+                      clean_run: RunDict, ignore_ids: bool) -> RunDict:
+    """Retrieve only the queries the perturbation changed; unchanged ones keep the clean result
+    (identical by construction, and it spares the encoder most of the work at low rates)."""
+    changed = {q: t for q, t in texts.items() if t != clean_texts[q]}
+    assert system.searcher is not None
+    fresh = retrieve(system.searcher, changed, system.eval_cfg.top_k, ignore_ids) if changed else {}
+    return {q: fresh.get(q, clean_run[q]) for q in texts}
+
+
+def _long(pq: pd.DataFrame, system: str, perturbation: str, rate: float, seed: int | None) -> pd.DataFrame:
+    df = pq.reset_index()
+    df.insert(0, "system", system)
+    df.insert(1, "perturbation", perturbation)
+    df.insert(2, "rate", rate)
+    df.insert(3, "seed", pd.array([seed] * len(df), dtype="Int64"))
+    return df
+
+

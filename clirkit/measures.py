@@ -1,0 +1,132 @@
+"""Measures and statistics shared by eval, attack and report.
+
+Measures are ir_measures strings parsed by ``ir_measures.parse_measure`` (never hand-split);
+table columns are ``str(measure)``. Per-query values come from ``ir_measures.iter_calc``; a
+judged query the system returned nothing for scores 0 (pytrec_eval would silently drop it and
+inflate the mean).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from clirkit.errors import ClirkitError
+
+log = logging.getLogger("clirkit")
+
+
+def parse_measures(names: Sequence[str]) -> list:
+    """Parse ir_measures strings; an unknown one is a ClirkitError naming it."""
+    import ir_measures
+
+    out = []
+    for name in names:
+        try:
+            out.append(ir_measures.parse_measure(name))
+        except (NameError, ValueError, TypeError) as e:
+            raise ClirkitError(f"unknown measure {name!r} ({e})",
+                               fix="use ir_measures strings such as nDCG@10, RR@10, R@100, AP, P@5") from None
+    if not out:
+        raise ClirkitError("no measures given", fix="pass e.g. --measures nDCG@10")
+    return out
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], measures: list) -> pd.DataFrame:
+    """Per-query table (index ``query_id``, one column per ``str(measure)``).
+
+    Judged queries (with at least one grade > 0) that are missing from the run get 0.
+    """
+    import ir_measures
+
+    judged = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
+    if not judged:
+        raise ClirkitError("the qrels judge no document relevant", fix="check the dataset's qrels")
+    values: dict[str, dict[str, float]] = {q: {str(m): 0.0 for m in measures} for q in judged}
+    present = {q: docs for q, docs in run.items() if docs}
+    for metric in ir_measures.iter_calc(measures, qrels, present):
+        if metric.query_id in values:
+            values[metric.query_id][str(metric.measure)] = float(metric.value)
+    missing = [q for q in judged if q not in present]
+    if missing:
+        log.warning("%d judged queries have no results; they score 0", len(missing))
+    df = pd.DataFrame.from_dict(values, orient="index")[[str(m) for m in measures]]
+    df.index.name = "query_id"
+    return df
+
+
+def aggregate(per_query: pd.DataFrame) -> pd.Series:
+    """The mean of each measure over queries."""
+    return per_query.mean(axis=0)
+
+
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student's t confidence interval of the mean of ``values`` (NaN with fewer than 2).
+
+    ``mean ± t_{(1+c)/2, n-1} * sd / sqrt(n)`` with the sample sd (Student, Biometrika 1908).
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return mean - half, mean + half
+
+
+def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two-sided paired t-test ``(t, p)``; identical samples give ``(0, 1)`` (scipy would give NaN),
+    fewer than two pairs ``(nan, nan)``.
+
+    The paired t-test agrees with the randomization test on IR measures (Smucker, Allan &
+    Carterette, "A Comparison of Statistical Significance Tests for Information Retrieval
+    Evaluation", CIKM 2007).
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if np.allclose(a, b):
+        return 0.0, 1.0
+    if len(a) < 2:
+        return math.nan, math.nan
+    t, p = stats.ttest_rel(a, b)
+    return float(t), float(p)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1; Holm, Scand. J. Statistics 1979)."""
+    order = np.argsort(p)
+    m = len(p)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj
+
+
+def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
+    """Paired two-sided t-tests (:func:`paired_ttest`) of every system against ``baseline`` per
+    measure, Holm-corrected over all the tests of the table."""
+    base = per_query[baseline]
+    rows = []
+    for system, df in per_query.items():
+        if system == baseline:
+            continue
+        common = base.index.intersection(df.index)
+        for measure in base.columns.intersection(df.columns):
+            a, b = df.loc[common, measure].to_numpy(), base.loc[common, measure].to_numpy()
+            t, p = paired_ttest(a, b)
+            rows.append({"system": system, "baseline": baseline, "measure": measure, "n": len(common),
+                         "mean": a.mean(), "baseline_mean": b.mean(), "delta": a.mean() - b.mean(),
+                         "t": float(t), "p": float(p)})
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["p_holm"] = holm(out["p"].to_numpy())
+    return out

@@ -1,0 +1,157 @@
+"""The retrieval layer: dense search equals brute-force numpy, batched MaxSim equals a naive
+loop, re-ranking scores equal exhaustive scores on the candidates, token-ann reports its recall."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from clirkit.index import DenseIndex
+from clirkit.retrieval import DenseSearcher, MaxSimSearcher, maxsim_scores, retrieve
+from clirkit.retrieval.base import top_rows
+from clirkit.retrieval.maxsim import MaxSimRep, PackedDocs, maxsim_packed
+
+
+def naive_maxsim(q: np.ndarray, d: np.ndarray) -> float:
+    if len(q) == 0 or len(d) == 0:
+        return -np.inf
+    return float(sum(max(float(qi @ dj) for dj in d) for qi in q.astype(np.float64)))
+
+
+def unit(rng, n, dim=8):
+    x = rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class FakeEncoder:
+    """Texts are 'v<i>' (row i of a fixed table), tokens are rows of another table."""
+
+    name = "fake"
+
+    def __init__(self, vecs, toks):
+        self.vecs, self.toks = vecs, toks
+
+    def encode(self, texts, batch_size=64):
+        return np.stack([self.vecs[int(t[1:])] for t in texts])
+
+    def encode_tokens(self, texts, batch_size=64):
+        return [self.toks[int(t[1:])] for t in texts]
+
+
+def make_index(rng, lengths, dim=8):
+    emb = unit(rng, len(lengths), dim)
+    flat = faiss.IndexFlatIP(dim)
+    flat.add(emb)
+    tokens = unit(rng, int(sum(lengths)), dim).astype(np.float16)
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    index = DenseIndex(path=None, manifest={"dim": dim}, doc_ids=[f"d{i}" for i in range(len(lengths))],
+                       faiss_index=flat, tokens=tokens, token_offsets=offsets)
+    index.__dict__["embeddings"] = emb  # the property reads a file; the test keeps them in memory
+    return index, emb
+
+
+@pytest.fixture(autouse=True)
+def _embeddings_property(monkeypatch):
+    monkeypatch.setattr(DenseIndex, "embeddings", property(lambda self: self.__dict__["embeddings"]))
+
+
+def test_maxsim_packed_equals_naive_with_empty_queries_and_documents(monkeypatch):
+    rng = np.random.default_rng(0)
+    docs = [unit(rng, n) for n in (3, 1, 0, 7, 3, 12, 1)]
+    queries = [unit(rng, m) for m in (4, 0, 9, 1)]
+    monkeypatch.setattr("clirkit.retrieval.maxsim.MAX_BLOCK", 40)  # many chunks: the loop boundaries matter
+    got = maxsim_scores(queries, docs)
+    want = np.array([[naive_maxsim(q, d) for d in docs] for q in queries])
+    assert np.isneginf(got[1]).all() and np.isneginf(got[:, 2]).all()
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], atol=1e-5)
+    assert np.array_equal(np.isfinite(got), finite)
+    exact = maxsim_scores(queries, docs, dtype=np.float64)
+    np.testing.assert_allclose(exact[finite], want[finite], atol=1e-12)
+
+
+def test_float64_scores_barely_depend_on_batching():
+    # the greedy attack's monotonicity rests on rescoring a pair giving the same score to far
+    # below its tolerance (BLAS may round differently by matrix shape, never by 1e-12)
+    from clirkit.attack.greedy import GREEDY_TOL
+
+    rng = np.random.default_rng(1)
+    docs = [unit(rng, n) for n in (5, 2, 5, 9)]
+    queries = [unit(rng, m) for m in (3, 6)]
+    together = maxsim_scores(queries, docs, np.float64)
+    alone = np.array([maxsim_scores([q], [d], np.float64)[0, 0] for q in queries for d in docs]).reshape(2, 4)
+    assert np.abs(together - alone).max() < 1e-12 < GREEDY_TOL
+
+
+def test_dense_searcher_equals_brute_force():
+    rng = np.random.default_rng(2)
+    index, emb = make_index(rng, [2] * 40)
+    qv = unit(rng, 5)
+    s = DenseSearcher(FakeEncoder(qv, None), index)
+    rows, scores = s.top(s.encode([f"v{i}" for i in range(5)]), 7)
+    want = np.argsort(-(qv @ emb.T), axis=1, kind="stable")[:, :7]
+    assert np.array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(qv @ emb.T, want, axis=1), atol=1e-6)
+    np.testing.assert_allclose(s.score(s.encode(["v0"]), np.array([9, 3])),
+                               [[qv[0].astype(np.float64) @ emb[9], qv[0].astype(np.float64) @ emb[3]]], atol=1e-12)
+
+
+def test_maxsim_modes_agree_with_naive():
+    rng = np.random.default_rng(3)
+    lengths = [3, 1, 0, 5, 2, 4, 4, 6] * 5
+    index, _ = make_index(rng, lengths)
+    qtoks = [unit(rng, 3), unit(rng, 0), unit(rng, 5)]
+    enc = FakeEncoder(unit(rng, 3), qtoks)
+    texts = {"a": "v0", "b": "v1", "c": "v2"}
+    docs = [np.asarray(index.tokens[index.token_offsets[i]:index.token_offsets[i + 1]]) for i in range(len(lengths))]
+    full = np.array([[naive_maxsim(q, d) for d in docs] for q in qtoks])
+
+    ex = MaxSimSearcher(enc, index, "exhaustive").search(texts, 6)
+    assert ex["b"] == {}  # an empty query retrieves nothing
+    best = np.argsort(-full[0], kind="stable")[:6]
+    assert list(ex["a"]) == [f"d{i}" for i in best]
+    np.testing.assert_allclose(list(ex["a"].values()), full[0, best], atol=1e-5)
+
+    rr = MaxSimSearcher(enc, index, "rerank", rerank_k=10)
+    run = rr.search(texts, 100)
+    cands, _ = rr.top([MaxSimRep(qtoks[2], "v2", enc.vecs[2])], 100)
+    dense = np.argsort(-(enc.vecs[2] @ index.embeddings.T), kind="stable")[:10]
+    assert set(run["c"]) == {f"d{i}" for i in dense}  # exactly the dense top 10, rescored
+    for d, s in run["c"].items():
+        assert s == pytest.approx(full[2, int(d[1:])], abs=1e-5)
+    assert set(cands[0].tolist()) == set(dense.tolist()) and rr.search_encodes == 0  # dense vectors given
+    rr.top([MaxSimRep(qtoks[2], "v2")], 5)  # the greedy attack's reps: top() encodes the dense vector
+    assert rr.search_encodes == 1
+
+    ann = MaxSimSearcher(enc, index, "token-ann")
+    run = ann.search(texts, 5)
+    rec = ann.record["token_ann"]
+    assert 0 <= rec["recall_vs_exhaustive"] <= 1 and rec["recall_queries"] == 3
+    for d, s in run["c"].items():
+        assert s == pytest.approx(full[2, int(d[1:])], abs=1e-5)
+
+
+def test_retrieve_drops_identical_ids_after_fetching_one_more():
+    rng = np.random.default_rng(4)
+    index, emb = make_index(rng, [1] * 6)
+    index.doc_ids[0] = "q"
+    s = DenseSearcher(FakeEncoder(emb, None), index)  # query v0 is document 0 itself
+    run = retrieve(s, {"q": "v0"}, 3, ignore_identical_ids=True)
+    assert "q" not in run["q"] and len(run["q"]) == 3
+
+
+def test_top_rows_breaks_ties_by_column_at_the_cut():
+    scores = np.array([[1.0, 3.0, 2.0, 2.0, 2.0]])
+    rows, vals = top_rows(scores, 3)
+    assert rows.tolist() == [[1, 2, 3]] and vals.tolist() == [[3.0, 2.0, 2.0]]
+
+
+def test_packed_docs_select_rows_in_given_order():
+    rng = np.random.default_rng(5)
+    toks = unit(rng, 10)
+    offsets = np.array([0, 2, 5, 10])
+    q = unit(rng, 3)
+    packed = PackedDocs.from_offsets(toks, offsets, np.array([2, 0]))
+    got = maxsim_packed([q], packed)[0]
+    np.testing.assert_allclose(got, [naive_maxsim(q, toks[5:10]), naive_maxsim(q, toks[0:2])], atol=1e-5)
