@@ -199,7 +199,8 @@ class DistillConfig(CommandConfig):
     bitext: Path | None = Field(None, description="folder with bitext/train.tsv (default: the prepared one under "
                                                   "data/ whose dataset.json names the pair)")
     loss: str = Field("ot", description="distillation loss: a name in clirkit.losses.LOSSES (ot, mse, ot+mse, "
-                                        "ot-divergence, ot-divergence+mse) or zero-shot (no training: the student is the teacher)")
+                                        "ot-divergence, ot-divergence+mse) or zero-shot (no training: the "
+                                        "student is the teacher)")
     teacher: str = Field("minilm", description="frozen English teacher: path, hub id or 'minilm'")
     student: str = Field("static", description="copy (transformer initialised from the teacher), static (embedding "
                                                "table over a WordPiece vocabulary trained on the foreign side), "

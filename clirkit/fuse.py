@@ -15,7 +15,8 @@ from pathlib import Path
 from clirkit.config import FuseConfig
 from clirkit.data.formats import load_dataset, sha256_file
 from clirkit.errors import ClirkitError
-from clirkit.evaluate import aggregate, parse_measures, score_run, write_trec
+from clirkit.evaluate import write_trec
+from clirkit.measures import aggregate, parse_measures, score_run
 from clirkit.report import print_table, write_table
 from clirkit.retrieval.fusion import RunDict, check_fusion, cut, fuse_runs
 from clirkit.rundir import read_json, run_status, start_run

@@ -28,7 +28,8 @@ def dev_retrieval(s_sent: np.ndarray, t_sent: np.ndarray, side: str, scoring: st
     the reverse. Scored with ir_measures (RR@10, R@1). ``maxsim`` re-ranks the dense top
     ``rerank_k`` by ColBERT MaxSim (Khattab & Zaharia, SIGIR 2020) over L2-normalised tokens.
     """
-    from clirkit.evaluate import maxsim, parse_measures, score_run
+    from clirkit.measures import parse_measures, score_run
+    from clirkit.retrieval import maxsim_scores
 
     def norm(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -43,9 +44,8 @@ def dev_retrieval(s_sent: np.ndarray, t_sent: np.ndarray, side: str, scoring: st
         q_tok, d_tok = (s_tokens, t_tokens) if side == "query" else (t_tokens, s_tokens)
         for i, cands in enumerate(top):
             docs = [norm(d_tok[j]) for j in cands]
-            offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])])
-            if len(q_tok[i]) and offsets[-1]:
-                scores = maxsim(norm(q_tok[i]), np.concatenate(docs), offsets)
+            if len(q_tok[i]) and any(len(x) for x in docs):
+                scores = maxsim_scores([norm(q_tok[i])], docs)[0]
             else:
                 scores = np.full(len(cands), -np.inf, np.float32)
             run[f"q{i}"] = {f"d{j}": float(s) for j, s in zip(cands, scores) if np.isfinite(s)}
