@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from clirkit.errors import ClirkitError
 KEYS = ["table", "dataset", "scoring", "system", "condition", "measure"]
 #: numeric columns that are bookkeeping, not results
 NOT_RESULTS = {"queries", "seeds", "train_s", "rows", "seed", "step", "epoch", "lr", "pairs_per_s"}
+#: an experiment directory's name (clirkit.rundir.Run): stamp, command, hash, clash counter
+RUN_ID = re.compile(r"\d{8}-\d{6}-([a-z]+)-[0-9a-f]{8}(?:-\d+)?")
 #: the dev measure a distillation keeps its best checkpoint by (clirkit.distill BEST_BY)
 BEST_BY = "dev_RR@10"
 
@@ -73,6 +76,19 @@ def _is_number(series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
+def system_label(name: str) -> str:
+    """A system name without paths (``minilm->runs/2026...-distill-1a2b3c4d`` -> ``minilm->distill``):
+    results are compared by what ran, not where its files were."""
+    parts = []
+    for part in name.split("->"):
+        if "/" in part or os.sep in part:
+            part = Path(part).name
+            run = RUN_ID.fullmatch(part)
+            part = run.group(1) if run else part
+        parts.append(part)
+    return "->".join(parts)
+
+
 def _rows_of_table(df, table: str, fixed: dict[str, str]) -> list[dict[str, Any]]:
     """Wide table (id columns + one column per measure) -> result rows."""
     ids = [c for c in df.columns if not _is_number(df[c])]
@@ -80,6 +96,7 @@ def _rows_of_table(df, table: str, fixed: dict[str, str]) -> list[dict[str, Any]
     rows = []
     for _, r in df.iterrows():
         key = {**fixed, **{k: str(r[k]) for k in ("dataset", "scoring", "system") if k in ids}}
+        key["system"] = system_label(key["system"])
         condition = ", ".join(f"{k}={r[k]}" for k in ids if k not in ("dataset", "scoring", "system"))
         for m in values:
             rows.append({"table": table, **key, "condition": condition, "measure": m, "value": float(r[m])})
@@ -180,7 +197,8 @@ def describe(path: Path) -> dict[str, Any]:
     config, manifest = _json(path / "config.json"), _json(path / "manifest.json")
     command = config.get("command") or manifest.get("command") or "?"
     status = status_of(path)
-    return {"id": path.name, "path": str(path), "command": command, "status": status,
+    run_id = path.name[1:-4] if path.name.startswith(".") and path.name.endswith(".tmp") else path.name
+    return {"id": run_id, "path": str(path), "command": command, "status": status,
             "started": manifest.get("started"), "ended": manifest.get("ended"), "seconds": seconds_of(manifest),
             "headline": headline(path, command) if status == "completed" else
             str(_json(path / "status.json").get("error", ""))}
@@ -253,7 +271,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def _started(iso: str | None) -> str:
-    return iso[:16].replace("T", " ") if iso else "-"
+    """``MM-DD HH:MM`` (the year is in the run id)."""
+    return iso[5:16].replace("T", " ") if iso else "-"
 
 
 def _table(*columns: tuple[str, dict[str, Any]], title: str | None = None):
@@ -262,7 +281,8 @@ def _table(*columns: tuple[str, dict[str, Any]], title: str | None = None):
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
+                  show_header=any(name for name, _ in columns))
     for name, opts in columns:
         table.add_column(name, **opts)
     return table
@@ -283,7 +303,7 @@ def print_frame(df, title: str, width: int, max_rows: int = 30) -> None:
     ids = [c for c in df.columns if not _is_number(df[c])]
     values = [c for c in df.columns if c not in ids]
     cells = {c: [_fmt(v) for v in shown[c]] for c in df.columns}
-    need = {c: max([len(str(c)), *map(len, cells[c])]) + 2 for c in df.columns}
+    need = {c: max([len(str(c)), *map(len, cells[c])]) + 3 for c in df.columns}  # + padding and separator
     base = sum(min(need[c], 30) for c in ids)
     blocks: list[list[str]] = [[]]
     for c in values:
@@ -292,7 +312,7 @@ def print_frame(df, title: str, width: int, max_rows: int = 30) -> None:
         blocks[-1].append(c)
     for i, block in enumerate(blocks):
         label = title if len(blocks) == 1 else f"{title} ({i + 1}/{len(blocks)})"
-        table = _table(*[(str(c), {"overflow": "fold", "min_width": min(need[c] - 2, 12)}) for c in ids],
+        table = _table(*[(str(c), {"overflow": "fold", "min_width": min(need[c] - 3, 12)}) for c in ids],
                        *[(str(c), {"justify": "right", "no_wrap": True}) for c in block], title=label)
         for j in range(len(shown)):
             table.add_row(*(cells[c][j] for c in [*ids, *block]))
@@ -330,12 +350,19 @@ def list_cmd(
     if as_json:
         print(json.dumps(runs, indent=2))
         return
-    table = _table(("id", {"overflow": "fold", "min_width": 18}), ("command", {"no_wrap": True}),
-                   ("status", {"no_wrap": True}), ("started (UTC)", {"no_wrap": True}),
-                   ("took", {"no_wrap": True, "justify": "right"}), ("headline", {"overflow": "fold", "min_width": 14}))
+    if out.width < 80:  # too narrow for a table: one block per run
+        for r in runs:
+            out.print(f"[bold]{r['id']}[/]\n  {r['status']} · {_started(r['started'])} · {_duration(r['seconds'])}"
+                      f"{' · ' + r['headline'] if r['headline'] else ''}", highlight=False)
+        return
+    # the id names the command and the local start time; the command column only when there is room
+    wide = out.width >= 100
+    table = _table(("id", {"no_wrap": True}), *([("command", {"no_wrap": True})] if wide else []),
+                   ("status", {"no_wrap": True}), ("started UTC", {"no_wrap": True}),
+                   ("took", {"no_wrap": True, "justify": "right"}), ("headline", {"overflow": "fold", "min_width": 12}))
     for r in runs:
-        table.add_row(r["id"], r["command"], r["status"], _started(r["started"]), _duration(r["seconds"]),
-                      r["headline"])
+        table.add_row(r["id"], *([r["command"]] if wide else []), r["status"], _started(r["started"]),
+                      _duration(r["seconds"]), r["headline"])
     out.print(table)
 
 
