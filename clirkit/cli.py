@@ -304,22 +304,47 @@ def report_cmd(
 
 @app.command("reproduce")
 def reproduce_cmd(
-    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="a completed experiment directory")],
-    atol: Annotated[float, typer.Option(help="largest metric difference accepted")] = 1e-6,
+    atol: Annotated[float, typer.Option(help="largest difference accepted per result (0: exact, as on CPU)")] = 0.0,
 ) -> None:
-    """Re-run an experiment directory's configuration and check its metrics come out the same."""
-    from clirkit.report import print_table
-    from clirkit.reproduce import reproduce
+    """Re-run a run's configuration from scratch beside it; exit 0 if every result agrees, 1 if not."""
+    from clirkit.reproduce import ReproduceConfig, run_reproduce
 
-    def go(_: Config) -> Path:
-        new, table = reproduce(run, run.parent, atol)  # beside the original
-        print_table(table, title=f"{run.name} vs {new.name}")
-        if not table["same"].all():
-            raise ClirkitError(f"metrics differ from {run}", path=new, fix="see the table above")
-        return new
+    verdict: list[bool] = []
 
-    _call(go, Config())
+    def go(cfg: ReproduceConfig) -> Path:
+        result = run_reproduce(cfg)
+        verdict.append(result.agree)
+        return result.path or cfg.run  # nothing ran when an input changed
+
+    _call(go, _config(ReproduceConfig, run=run, atol=atol))
+    raise typer.Exit(0 if verdict[0] else 1)
+
+
+@app.command("check-expected")
+def check_expected_cmd(
+    run: Annotated[Path, typer.Argument(help="a finished experiment directory")],
+    expected: Annotated[Path, typer.Argument(help="pinned scores, e.g. experiments/expected/demo.json")],
+    atol: Annotated[float | None, typer.Option(help="tolerance (default: the file's)")] = None,
+    write: Annotated[bool, typer.Option("--write", help="pin RUN's scores into EXPECTED instead of checking")]
+    = False,
+) -> None:
+    """Compare a run's results with pinned expected scores; exit 0 if every pinned row agrees, 1 if not."""
+    from clirkit.expected import ExpectedConfig, run_check_expected
+
+    verdict: list[bool] = []
+
+    def go(cfg: ExpectedConfig) -> Path:
+        verdict.append(run_check_expected(cfg))
+        return cfg.expected if cfg.write else cfg.run
+
+    _call(go, _config(ExpectedConfig, run=run, expected=expected, atol=atol, write=write))
+    raise typer.Exit(0 if verdict[0] else 1)
+
+
+from clirkit.runs import app as runs_app  # noqa: E402
+
+app.add_typer(runs_app, name="runs")
 
 
 def main() -> None:

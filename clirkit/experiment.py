@@ -145,7 +145,8 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
 
 
 def _reuse(cfg: ExperimentConfig, command: str, step: Config, seed: int) -> Path | None:
-    """A completed run of this step with the same configuration and unchanged inputs, if reuse is on."""
+    """A completed run of this step with the same configuration and unchanged inputs, if reuse is on
+    (``reuse = true`` and not inside :func:`clirkit.rundir.fresh_run`)."""
     path = find_completed(cfg.runs_dir, command, step, seed) if cfg.reuse else None
     if path is not None:
         log.info("%s: reusing %s (same configuration and inputs)", command, path)

@@ -29,7 +29,7 @@ from clirkit.data.formats import Dataset, load_dataset, sha256_file
 from clirkit.errors import ClirkitError
 from clirkit.models import Encoder, load_encoder
 from clirkit.progress import progress
-from clirkit.rundir import Run, completed_runs, start_run, write_json
+from clirkit.rundir import Run, completed_runs, reuse_allowed, start_run, write_json
 
 log = logging.getLogger("clirkit")
 FORMAT_VERSION = 1
@@ -86,6 +86,8 @@ def load_index(path: Path) -> DenseIndex:
 
 def find_index(runs_dir: Path, key: str) -> Path | None:
     """The ``index/`` folder of the newest completed run holding an index with ``key``."""
+    if not reuse_allowed():
+        return None
     for run in reversed(completed_runs(runs_dir)):
         m = run / "index" / "manifest.json"
         if m.is_file() and json.loads(m.read_text(encoding="utf-8")).get("key") == key:

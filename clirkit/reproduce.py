@@ -1,22 +1,69 @@
-"""``clirkit reproduce <dir>``: re-run a finished experiment directory's configuration and check
-that it gives the same metrics (same inputs and seed -> same numbers, the GUIDE's promise)."""
+"""``clirkit reproduce RUN``: run a finished experiment's recorded configuration again, from
+scratch, and check that every result comes out the same (same inputs and seed -> same numbers,
+the GUIDE's promise).
+
+1. The run must be a completed experiment directory (else one line, exit 2).
+2. Every input recorded in its manifest (and, for a grid, in its children's manifests) must
+   still have its recorded sha256; a changed or vanished file is named and nothing runs.
+3. The configuration runs inside :func:`clirkit.rundir.fresh_run`: no completed run, stored
+   index or cache entry is reused, so a corrupted artefact cannot be "reproduced".
+4. The results (:func:`clirkit.runs.run_results`; for an index, the embeddings and document
+   ids) are compared row by row; the verdict goes to ``metrics/reproduce.csv`` of the new
+   directory and to the console. Timings and paths are never compared.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from clirkit.config import build
+from clirkit.config import Config, build
+from clirkit.data.formats import sha256_file
 from clirkit.errors import ClirkitError
-from clirkit.rundir import read_json, run_status
+from clirkit.rundir import fresh_run, read_json, write_json
+from clirkit.runs import KEYS, is_run, run_results, status_of
 
 log = logging.getLogger("clirkit")
+VERDICT = [*KEYS, "recorded", "reproduced", "difference", "verdict"]
 
 
-def _commands() -> dict:
+class ReproduceConfig(Config):
+    """``clirkit reproduce``: re-run a finished experiment from scratch and compare its results."""
+
+    run: Path = Field(..., description="a completed experiment directory (eval, index, distill, attack or run)")
+    atol: float = Field(0.0, ge=0, description="largest difference accepted per result (0: exact, as on CPU; "
+                                               "e.g. 1e-4 on a GPU)")
+
+
+@dataclass
+class Reproduction:
+    """What ``clirkit reproduce`` found.
+
+    Attributes:
+        original: the reproduced run.
+        path: the new experiment directory (None when an input changed and nothing ran).
+        changed: ``(input file, "changed" | "vanished")`` for every input that is not as recorded.
+        table: the verdict rows (:data:`VERDICT` columns).
+    """
+
+    original: Path
+    path: Path | None
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VERDICT))
+
+    @property
+    def agree(self) -> bool:
+        return not self.changed and len(self.table) > 0 and bool((self.table["verdict"] == "OK").all())
+
+
+def _commands() -> dict[str, tuple[type[Config], Any]]:
     """command name -> (config class, run function); imported lazily (torch is heavy)."""
     from clirkit.attack import run_attack
     from clirkit.config import AttackConfig, DistillConfig, EvalConfig, IndexConfig
@@ -29,38 +76,201 @@ def _commands() -> dict:
             "attack": (AttackConfig, run_attack), "run": (ExperimentConfig, run_experiment)}
 
 
-def compare_tables(a: Path, b: Path, atol: float) -> pd.DataFrame:
-    """Max absolute difference of the numeric columns of every CSV under ``metrics/`` of two runs."""
-    rows = []
-    for f in sorted((a / "metrics").glob("*.csv")):
-        other = b / "metrics" / f.name
-        if not other.is_file():
-            rows.append({"table": f.name, "max_abs_diff": float("inf"), "same": False})
-            continue
-        x, y = pd.read_csv(f), pd.read_csv(other)
-        if x.shape != y.shape or list(x.columns) != list(y.columns):
-            rows.append({"table": f.name, "max_abs_diff": float("inf"), "same": False})
-            continue
-        num = x.select_dtypes("number").columns
-        diff = float(np.nanmax(np.abs(x[num].to_numpy(float) - y[num].to_numpy(float)))) if len(num) else 0.0
-        text_same = x.drop(columns=num).astype(str).equals(y.drop(columns=num).astype(str))
-        rows.append({"table": f.name, "max_abs_diff": diff, "same": bool(diff <= atol and text_same)})
-    return pd.DataFrame(rows)
+# --------------------------------------------------------------------------- before any work
 
 
-def reproduce(run: Path, runs_dir: Path | None = None, atol: float = 1e-6) -> tuple[Path, pd.DataFrame]:
-    """Re-run ``run``'s config (into ``runs_dir``, default its own runs dir) and compare metrics."""
-    if run_status(run) != "completed":
-        raise ClirkitError("not a completed experiment directory", path=run, fix="pass a run whose status is completed")
+def check_reproducible(run: Path) -> dict[str, Any]:
+    """The recorded configuration of ``run``, or a ClirkitError (exit 2) saying why it cannot be reproduced."""
+    if not is_run(run):
+        raise ClirkitError("not an experiment directory (no config.json and status.json)", path=run,
+                           fix="pass a folder of the runs directory (clirkit runs list)")
+    status = status_of(run)
+    if status != "completed":
+        raise ClirkitError(f"the run is {status}, not completed", path=run,
+                           fix="reproduce a completed run (clirkit runs list shows their status)")
     config = read_json(run / "config.json")
-    command = config.pop("command", None)
-    commands = _commands()
-    if command not in commands:
+    command = config.get("command")
+    if command not in ("index", "eval", "distill", "attack", "run"):
         raise ClirkitError(f"cannot reproduce a {command!r} run", path=run / "config.json",
-                           fix=f"reproducible commands: {', '.join(commands)}")
-    cls, fn = commands[command]
-    if runs_dir is not None:
-        config["runs_dir"] = str(runs_dir)
+                           fix="reproduce an index, eval, distill, attack or run directory")
+    if command == "distill" and config.get("resume"):
+        raise ClirkitError(f"a resumed distillation continues the stored state of {config['resume']}", path=run,
+                           fix="reproduce the run it resumed from (a reproduction reuses no stored state)")
+    if command == "attack" and not config.get("model"):
+        # runs recorded before attack wrote its resolved target: the manifest names it
+        manifest = read_json(run / "manifest.json")
+        if not manifest.get("attacked_run"):
+            raise ClirkitError("the attack records no model", path=run / "manifest.json", fix="re-run it with --model")
+        config["model"] = [manifest["attacked_run"]]
+        config["dataset"] = config.get("dataset") or manifest.get("dataset")
+    return config
+
+
+def _children(run: Path) -> list[Path]:
+    try:
+        children = read_json(run / "children.json")
+    except ClirkitError:
+        return []
+    return [Path(c["run"]) for items in children.values() if isinstance(items, list)
+            for c in items if isinstance(c, dict) and "run" in c]
+
+
+def recorded_inputs(run: Path) -> dict[str, str]:
+    """``file -> sha256`` of every input of ``run``; a grid adds its children's inputs, except the
+    files its own children produced (their checkpoints are made again)."""
+    inputs: dict[str, str] = {}
+    children = _children(run)
+    for source in (run, *children):
+        try:
+            groups = read_json(source / "manifest.json").get("inputs", {})
+        except ClirkitError:
+            continue
+        for files in groups.values():
+            inputs.update(files)
+    produced = [c.resolve() for c in children]
+    return {f: d for f, d in inputs.items()
+            if not any(Path(f).resolve().is_relative_to(c) for c in produced)}
+
+
+def changed_inputs(inputs: dict[str, str]) -> list[tuple[str, str]]:
+    """``(file, "vanished" | "changed")`` for every input without its recorded sha256."""
+    out = []
+    for f, digest in inputs.items():
+        p = Path(f)
+        if not p.is_file():
+            out.append((f, "vanished"))
+        elif sha256_file(p) != digest:
+            out.append((f, "changed"))
+    return out
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare_results(recorded: pd.DataFrame, reproduced: pd.DataFrame, atol: float, how: str = "outer"
+                    ) -> pd.DataFrame:
+    """One verdict row per result key of either side (``how="left"``: of ``recorded`` only); a
+    row missing on one side is a DIFF. Two NaNs (an undefined value) agree."""
+    both = recorded.merge(reproduced, on=KEYS, how=how, suffixes=("_rec", "_rep"), indicator=True)
+    rows = []
+    for r in both.to_dict("records"):
+        a, b = r["value_rec"], r["value_rep"]
+        if r["_merge"] != "both":
+            diff, ok = math.inf, False
+        elif math.isnan(a) and math.isnan(b):
+            diff, ok = 0.0, True
+        else:
+            diff = abs(a - b) if not (math.isnan(a) or math.isnan(b)) else math.inf
+            ok = diff <= atol
+        rows.append({**{k: r[k] for k in KEYS}, "recorded": a, "reproduced": b, "difference": diff,
+                     "verdict": "OK" if ok else "DIFF"})
+    return pd.DataFrame(rows, columns=VERDICT)
+
+
+def compare_index(recorded: Path, reproduced: Path, atol: float) -> pd.DataFrame:
+    """Document ids (identical, in order) and the largest absolute difference of the embeddings
+    (and of the token embeddings of a maxsim index)."""
+    rows = []
+
+    def ids(p: Path) -> list[str]:
+        return (p / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[:-1] if (p / "doc_ids.txt").is_file() \
+            else []
+
+    a, b = ids(recorded), ids(reproduced)
+    mismatched = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    rows.append({"measure": "doc_ids", "recorded": float(len(a)), "reproduced": float(len(b)),
+                 "difference": float(mismatched), "verdict": "OK" if mismatched == 0 else "DIFF"})
+    for name in ("embeddings.npy", "tokens.npy"):
+        if not (recorded / name).is_file() and not (reproduced / name).is_file():
+            continue
+        try:
+            x = np.load(recorded / name, mmap_mode="r")
+            y = np.load(reproduced / name, mmap_mode="r")
+            diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) \
+                if x.shape == y.shape and x.size else (0.0 if x.shape == y.shape else math.inf)
+            sizes = float(x.shape[0]), float(y.shape[0])
+        except (OSError, ValueError):  # a truncated or overwritten .npy is a disagreement, not a crash
+            diff, sizes = math.inf, (math.nan, math.nan)
+        rows.append({"measure": f"{name} max |diff|", "recorded": sizes[0], "reproduced": sizes[1],
+                     "difference": diff, "verdict": "OK" if diff <= atol else "DIFF"})
+    df = pd.DataFrame(rows)
+    for k in KEYS:
+        if k not in df.columns:
+            df[k] = "index" if k == "table" else ""
+    return df[VERDICT]
+
+
+def print_verdict(table: pd.DataFrame, title: str, labels: tuple[str, str] = ("recorded", "reproduced")) -> None:
+    """The verdict at 80 columns: the result's name in one folded column, then the numbers."""
+    from rich import box
+    from rich.table import Table
+
+    from clirkit.progress import out
+
+    shown = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    shown.add_column("result", overflow="fold", min_width=16)
+    for name in (*labels, "difference"):
+        shown.add_column(name, justify="right", no_wrap=True)
+    shown.add_column("", no_wrap=True)
+    for r in table.itertuples(index=False):
+        name = " / ".join(str(getattr(r, k)) for k in KEYS[1:] if getattr(r, k))
+        verdict = "[green]OK[/]" if r.verdict == "OK" else "[bold red]DIFF[/]"
+        shown.add_row(name, f"{r.recorded:.6g}", f"{r.reproduced:.6g}", f"{r.difference:.2g}", verdict)
+    out.print(shown)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def reproduce(run: Path, atol: float = 0.0) -> Reproduction:
+    """Check the inputs of ``run``, re-run its configuration from scratch beside it, compare.
+
+    Args:
+        run: a completed experiment directory.
+        atol: largest absolute difference accepted per result (0: exact).
+
+    Returns:
+        The :class:`Reproduction`; ``agree`` is its verdict.
+
+    Raises:
+        ClirkitError: ``run`` is not a completed, reproducible experiment directory.
+    """
+    config = check_reproducible(run)
+    changed = changed_inputs(recorded_inputs(run))
+    if changed:
+        return Reproduction(run, None, changed)
+    command = config.pop("command")
+    cls, fn = _commands()[command]
+    config["runs_dir"] = str(run.parent)  # beside the original, wherever it was recorded from
     cfg = build(cls, str(run / "config.json"), **config)
-    new = fn(cfg)
-    return new, compare_tables(run, new, atol)
+    with fresh_run():
+        new = fn(cfg) if command != "run" else fn(cfg, str(run / "config.json"))
+    if command == "index":
+        table = compare_index(run / "index", new / "index", atol)
+    else:
+        table = compare_results(run_results(run), run_results(new), atol)
+    manifest = read_json(new / "manifest.json")
+    write_json(new / "manifest.json", {**manifest, "reproduces": str(run)})
+    (new / "metrics").mkdir(exist_ok=True)
+    table.to_csv(new / "metrics" / "reproduce.csv", index=False)
+    return Reproduction(run, new, [], table)
+
+
+def run_reproduce(cfg: ReproduceConfig) -> Reproduction:
+    """``clirkit reproduce``: :func:`reproduce`, with the verdict (or the changed inputs) printed."""
+    from clirkit.progress import err
+
+    result = reproduce(cfg.run, cfg.atol)
+    if result.changed:
+        for f, why in result.changed:
+            err.print(f"[bold red]input {why}:[/] {f}", highlight=False, soft_wrap=True)
+        err.print(f"{len(result.changed)} input(s) of {cfg.run} differ from the recorded sha256; nothing was run",
+                  highlight=False, soft_wrap=True)
+        return result
+    assert result.path is not None
+    print_verdict(result.table, f"{cfg.run.name} reproduced as {result.path.name}")
+    n_diff = int((result.table["verdict"] != "OK").sum())
+    err.print(f"{'all agree' if result.agree else f'{n_diff} of {len(result.table)} results differ'} "
+              f"(atol {cfg.atol:g}); verdict in {result.path / 'metrics' / 'reproduce.csv'}",
+              highlight=False, soft_wrap=True)
+    return result

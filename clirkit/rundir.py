@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +38,26 @@ DEFAULT_RUNS_DIR = "experiments/runs"
 PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "ir-measures",
             "geomloss", "pot", "numpy", "pandas", "scipy", "pydantic", "typer")
 log = logging.getLogger("clirkit")
+_REUSE: ContextVar[bool] = ContextVar("clirkit_reuse", default=True)
+
+
+@contextmanager
+def fresh_run() -> Iterator[None]:
+    """Within the block nothing stored is reused: no completed run, no index, no cache entry.
+
+    ``clirkit reproduce`` runs a recorded configuration in this block so that a reproduction
+    computes every artefact again instead of copying the (possibly corrupted) stored one.
+    """
+    token = _REUSE.set(False)
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def reuse_allowed() -> bool:
+    """False inside :func:`fresh_run`: every lookup of a stored run, index or cache must then miss."""
+    return _REUSE.get()
 
 
 def cache_root() -> Path:
@@ -277,7 +298,10 @@ def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -
 
     "Unchanged" means every input file recorded in its manifest (data, model weights) still
     exists with the recorded sha256, so an edited bitext or a retrained model is never reused.
+    None inside :func:`fresh_run`.
     """
+    if not reuse_allowed():
+        return None
     want = config_record(command, cfg, seed)
     for run in reversed(completed_runs(runs_dir, command)):
         try:

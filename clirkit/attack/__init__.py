@@ -86,6 +86,8 @@ def run_attack(cfg: AttackConfig) -> Path:
     if cfg.search == "greedy" and len(specs) > 1:
         raise ClirkitError("the greedy attack takes one perturbation family", fix="pass one --perturb")
     models, dataset, chosen = resolve_target(cfg)
+    if chosen is not None:  # config.json must name what ran, not "the newest distill run" of that day
+        cfg = cfg.model_copy(update={"model": models, "dataset": dataset})
     ds = load_dataset(dataset, cfg.split)
     qids = attacked_query_ids(ds, cfg)
     variants = plan_variants(cfg, specs, ds, qids) if cfg.search == "random" else []

@@ -1,0 +1,238 @@
+"""``clirkit reproduce``: from scratch (no stored run or index reused), inputs checked first,
+results compared row by row, exit 0 / 1 / 2; and ``clirkit check-expected`` on pinned scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from clirkit.cli import app
+from clirkit.config import IndexConfig
+from clirkit.index import find_index
+from clirkit.rundir import find_completed, fresh_run, reuse_allowed
+from tests.conftest import write_beir
+
+runner = CliRunner()
+MEASURES = "nDCG@10,RR@10"
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def last_path(result) -> Path:
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def runs(runs_dir: Path) -> set[str]:
+    return {p.name for p in runs_dir.iterdir()}
+
+
+@pytest.fixture
+def eval_run(tiny_model, beir5, runs_dir) -> Path:
+    r = invoke("--runs-dir", runs_dir, "eval", "--model", tiny_model, "--dataset", beir5, "--measures", MEASURES)
+    assert r.exit_code == 0, r.stderr
+    return last_path(r)
+
+
+def test_fresh_run_switch_turns_every_lookup_off(eval_run, runs_dir):
+    manifest = json.loads((eval_run / "manifest.json").read_text())
+    cfg_json = json.loads((eval_run / "config.json").read_text())
+    key = manifest["index"]["key"]
+    assert find_index(runs_dir, key) == eval_run / "index" and reuse_allowed()
+    with fresh_run():
+        assert not reuse_allowed() and find_index(runs_dir, key) is None
+    assert reuse_allowed()
+    icfg = IndexConfig(model=cfg_json["model"], dataset=cfg_json["dataset"], runs_dir=runs_dir)
+    r = invoke("--runs-dir", runs_dir, "index", "--model", cfg_json["model"], "--dataset", cfg_json["dataset"])
+    index_run = last_path(r)
+    assert find_completed(runs_dir, "index", icfg, 0) == index_run
+    with fresh_run():
+        assert find_completed(runs_dir, "index", icfg, 0) is None
+
+
+def test_reproduce_eval_agrees_and_builds_its_own_index(eval_run, runs_dir):
+    r = invoke("reproduce", eval_run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    assert new.parent == eval_run.parent and new != eval_run
+    verdict = pd.read_csv(new / "metrics" / "reproduce.csv")
+    assert set(verdict.measure) == {"nDCG@10", "RR@10"} and (verdict.verdict == "OK").all()
+    assert (verdict.difference == 0).all() and (verdict.dataset == "beir5").all()
+    manifest = json.loads((new / "manifest.json").read_text())
+    assert manifest["reproduces"] == str(eval_run)
+    assert manifest["index"]["reused_from"] is None  # the original's index was there, and not taken
+    assert "OK" in r.stdout and "DIFF" not in r.stdout
+
+
+def test_tampered_result_is_a_diff_exit_1(eval_run):
+    agg = eval_run / "metrics" / "aggregate.csv"
+    df = pd.read_csv(agg)
+    df.loc[0, "RR@10"] = df.loc[0, "RR@10"] - 0.125
+    df.to_csv(agg, index=False)
+    r = invoke("reproduce", eval_run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["RR@10", "verdict"] == "DIFF" and verdict.loc["nDCG@10", "verdict"] == "OK"
+    assert verdict.loc["RR@10", "difference"] == pytest.approx(0.125)
+    assert "DIFF" in r.stdout
+    # the same difference is accepted with a tolerance above it
+    assert invoke("reproduce", eval_run, "--atol", "0.2").exit_code == 0
+
+
+def test_changed_input_is_named_and_nothing_runs(eval_run, beir5, runs_dir):
+    with open(beir5 / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"_id": "d6", "title": "", "text": "A new document.", "lang": "en"}) + "\n")
+    before = runs(runs_dir)
+    r = invoke("reproduce", eval_run)
+    assert r.exit_code == 1
+    assert "input changed" in r.stderr and "corpus.jsonl" in r.stderr
+    assert runs(runs_dir) == before  # nothing ran, no directory was made
+    (beir5 / "queries.jsonl").unlink()
+    r = invoke("reproduce", eval_run)
+    assert r.exit_code == 1 and "input vanished" in r.stderr and "queries.jsonl" in r.stderr
+
+
+def test_corrupted_stored_index_is_not_reused(eval_run):
+    emb = eval_run / "index" / "embeddings.npy"
+    good = np.load(emb).copy()
+    corrupted = np.zeros_like(good)
+    emb.unlink()  # a new file: the hard-linked copies elsewhere keep theirs
+    np.save(emb, corrupted)
+    r = invoke("reproduce", eval_run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    assert np.array_equal(np.load(new / "index" / "embeddings.npy"), good)  # re-encoded, not the zeros
+    assert json.loads((new / "manifest.json").read_text())["index"]["reused_from"] is None
+
+
+def test_reproduce_index_compares_embeddings_and_ids(tiny_model, beir5, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "index", "--model", tiny_model, "--dataset", beir5)
+    run = last_path(r)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["doc_ids", "recorded"] == 5 and verdict.loc["doc_ids", "difference"] == 0
+    assert verdict.loc["embeddings.npy max |diff|", "difference"] == 0
+    emb = run / "index" / "embeddings.npy"
+    x = np.load(emb).copy()
+    x[2, 0] += 0.5
+    emb.unlink()
+    np.save(emb, x)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["embeddings.npy max |diff|", "difference"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_reproduce_grid_runs_every_child_again(tmp_path, tiny_model, beir5, runs_dir):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(f"""
+name = "tiny"
+seeds = [0]
+baseline = "zero-shot"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[eval]
+datasets = ["{beir5}"]
+measures = ["nDCG@10", "RR@10"]
+""", encoding="utf-8")
+    r = invoke("--runs-dir", runs_dir, "run", exp)
+    assert r.exit_code == 0, r.stderr
+    grid = last_path(r)
+    r = invoke("reproduce", grid)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    old_children = json.loads((grid / "children.json").read_text())["eval"]
+    new_children = json.loads((new / "children.json").read_text())["eval"]
+    assert len(new_children) == 1 and new_children[0]["run"] != old_children[0]["run"]  # reuse = true ignored
+    verdict = pd.read_csv(new / "metrics" / "reproduce.csv")
+    assert set(verdict.measure) == {"nDCG@10", "RR@10", "nDCG@10_sd", "RR@10_sd"}
+    assert (verdict.table == "aggregate").all() and (verdict.verdict == "OK").all()
+    assert json.loads((new / "config.json").read_text()) == json.loads((grid / "config.json").read_text())
+
+
+def test_bare_attack_records_its_resolved_target_and_reproduces(tiny_model, tmp_path, runs_dir):
+    dataset = write_beir(tmp_path / "beir-long", queries=[("q1", "sleeping kitten resting on warm carpet"),
+                                                          ("q2", "central banking interest decision markets"),
+                                                          ("q3", "weather forecast mountains tomorrow")],
+                         card={"name": "beir-long"})
+
+    def fake_distill(name: str) -> Path:
+        run = runs_dir / name
+        shutil.copytree(tiny_model, run / "checkpoint")
+        (run / "config.json").write_text(json.dumps({"command": "distill", "teacher": str(tiny_model),
+                                                     "side": "query", "bitext": str(dataset), "seed": 0}))
+        (run / "status.json").write_text(json.dumps({"status": "completed"}))
+        return run
+
+    chosen = fake_distill("20260101-000000-distill-aaaaaaaa")
+    r = invoke("--runs-dir", runs_dir, "attack", "--rate", "0.5", "--seeds", "1", "--measures", MEASURES)
+    assert r.exit_code == 0, r.stderr
+    attack = last_path(r)
+    config = json.loads((attack / "config.json").read_text())
+    assert config["model"] == [str(chosen)] and config["dataset"] == str(dataset)
+    fake_distill("20260102-000000-distill-bbbbbbbb")  # now the newest: a bare re-run would take it
+    r = invoke("reproduce", attack)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    assert json.loads((new / "manifest.json").read_text())["systems"][0]["name"] == chosen.name
+    verdict = pd.read_csv(new / "metrics" / "reproduce.csv")
+    assert (verdict.table == "robustness").all() and len(verdict) == 4 and (verdict.verdict == "OK").all()
+
+
+@pytest.mark.parametrize("state", ["failed", "running", "no-run", "report"])
+def test_unreproducible_folder_is_one_line_exit_2(eval_run, tmp_path, state):
+    target = eval_run
+    if state == "no-run":
+        target = tmp_path / "empty"
+        target.mkdir()
+    elif state == "report":
+        config = json.loads((eval_run / "config.json").read_text())
+        (eval_run / "config.json").write_text(json.dumps({**config, "command": "report"}))
+    else:
+        (eval_run / "status.json").write_text(json.dumps({"status": state}))
+    r = invoke("reproduce", target)
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and str(target) in r.stderr
+    assert {"failed": "failed", "running": "running", "no-run": "not an experiment directory",
+            "report": "cannot reproduce a 'report' run"}[state] in r.stderr
+
+
+# --------------------------------------------------------------------------- pinned expected results
+
+
+def test_check_expected_write_then_check(eval_run, tmp_path):
+    pinned = tmp_path / "expected" / "tiny.json"
+    r = invoke("check-expected", eval_run, pinned, "--write")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(pinned.read_text())
+    assert data["format"] == 1 and data["command"] == "eval" and "runs_dir" not in data["config"]
+    agg = pd.read_csv(eval_run / "metrics" / "aggregate.csv").iloc[0]
+    (row,) = data["results"]
+    assert row["dataset"] == "beir5" and row["scores"] == {"nDCG@10": agg["nDCG@10"], "RR@10": agg["RR@10"]}
+    r = invoke("check-expected", eval_run, pinned)
+    assert r.exit_code == 0 and "2 of 2 pinned results agree" in r.stderr
+    assert last_path(r) == eval_run
+    row["scores"]["RR@10"] += 0.01
+    row["scores"]["R@1000"] = 1.0  # pinned but not in the run: a DIFF, not a pass
+    pinned.write_text(json.dumps(data))
+    r = invoke("check-expected", eval_run, pinned)
+    assert r.exit_code == 1 and "2 differ" in r.stderr and "DIFF" in r.stdout
+    assert invoke("check-expected", eval_run, pinned, "--atol", "0.02").exit_code == 1  # R@1000 still missing
+
+
+def test_check_expected_bad_file_is_one_line_exit_2(eval_run, tmp_path):
+    r = invoke("check-expected", eval_run, tmp_path / "none.json")
+    assert r.exit_code == 2 and "--write" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"results": []}))
+    r = invoke("check-expected", eval_run, bad)
+    assert r.exit_code == 2 and "not a pinned-scores file" in r.stderr
