@@ -92,7 +92,7 @@ def run_xglue_eval(cfg: EvalConfig) -> Path:
         run.add_inputs(query_model=pair.query.folder)
         run.record(models=pair.describe(), data_dir=str(data_dir))
         table = run_xglue(cfg.task, cfg.langs, data_dir, lambda texts: pair.query.encode(texts, cfg.batch_size),
-                          split=cfg.split)
+                          split=cfg.split, predictions_dir=run.sub("predictions"))
         run.add_inputs(xglue=data_dir)
         table = table.reset_index()
         write_table(table, run.sub("metrics") / f"xglue_{cfg.task}")

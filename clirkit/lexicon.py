@@ -530,14 +530,19 @@ def induced_lexicon(bitext: Path, method: str = "dice", min_count: int = 2, iter
     keyed by the table's SHA-256 and the induction settings, so a grid of runs induces it once.
     """
     key = f"{sha256_file(bitext)[:16]}-{method}-min{min_count}" + (f"-it{iterations}" if method == "ibm1" else "")
+    from clirkit.rundir import reuse_allowed
+
     cached = _cache_dir() / f"{key}.tsv"
-    if cached.exists():
+    if cached.exists() and reuse_allowed():  # `clirkit reproduce` induces it again
         return load_lexicon(cached)
     lexicon = induce_lexicon(((src, tgt) for _, src, tgt in iter_bitext(bitext)), method, iterations, min_count)
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-    save_lexicon(lexicon, partial)
-    partial.replace(cached)  # atomic: a concurrent reader sees all of it or nothing
+    try:
+        save_lexicon(lexicon, partial)
+        partial.replace(cached)  # atomic: a concurrent reader sees all of it or nothing
+    finally:
+        partial.unlink(missing_ok=True)
     return lexicon
 
 

@@ -498,7 +498,13 @@ class OTDivergenceLoss(DistillLoss):
         diameter = self.diameter(x, wx, y, wy)
         solver = self._samples_loss("sinkhorn", p=self.p, blur=self.blur, scaling=self.scaling, reach=self.reach,
                                     diameter=diameter, debias=True, backend=self.backend_name)
-        per_problem = solver(a, x, b, y)
+        # geomloss' Sinkhorn loop switches autograd on for its last extrapolation and leaves it on,
+        # which would make a caller's torch.no_grad() (dev evaluation) build graphs: restore it.
+        grad_mode = torch.is_grad_enabled()
+        try:
+            per_problem = solver(a, x, b, y)
+        finally:
+            torch.set_grad_enabled(grad_mode)
         per_problem = torch.where(nonempty, per_problem, torch.zeros_like(per_problem))
         loss = per_problem.sum() / nonempty.sum().clamp_min(1)
         parts = {"ot_divergence": loss.item(), "otd_eps": self.blur ** self.p,

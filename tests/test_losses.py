@@ -557,3 +557,17 @@ def test_missing_geomloss_is_one_line_user_error(monkeypatch, name):
     assert err.value.one_line() == f"--loss {name} needs geomloss: pip install geomloss"
     # the other losses do not need it
     assert build_loss("ot").backend() == "clirkit.ot.sinkhorn_log"
+
+
+def test_ot_divergence_leaves_no_grad_mode_on():
+    """geomloss turns autograd on inside its loop; under torch.no_grad() the loss must not leak that."""
+    torch.manual_seed(0)
+    loss = build_loss("ot-divergence")
+    x = torch.randn(2, 5, 8)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    batch = DistillBatch(student_tokens=x, student_weights=uniform_weights(mask), student_sentence=x.mean(1),
+                         teacher_tokens=x.flip(1), teacher_weights=uniform_weights(mask),
+                         teacher_sentence=x.mean(1))
+    with torch.no_grad():
+        loss(batch)
+        assert not torch.is_grad_enabled()
