@@ -336,8 +336,11 @@ def wordpiece_tokenizer(texts: list[str], vocab_size: int, max_length: int, root
         tok.train_from_iterator(texts, trainer, length=len(texts))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)
+        try:
+            tok.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a kill between the two leaves no partial file in the cache
     tok = Tokenizer.from_file(str(path))
     tok.no_padding()
     tok.enable_truncation(max_length)
