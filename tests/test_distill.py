@@ -202,6 +202,28 @@ def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
     np.testing.assert_array_equal(a_rows["loss"].to_numpy(), c_rows["loss"].to_numpy())
 
 
+def test_bf16_on_cpu_trains_a_copy_student(bitext, tiny_model, runs_dir, shared_cache):
+    """--precision bf16: forward passes and loss under CPU autocast, finite losses, the device and
+    precision in the manifest, and teacher outputs cached apart from fp32's (the key holds the precision)."""
+    args = small(bitext, tiny_model, "--student", "copy", "--loss", "ot+mse", "--epochs", 1, "--max-pairs", 32,
+                 "--dev-pairs", 16)
+    r, fp32 = distill(runs_dir / "fp32", *args)
+    assert r.exit_code == 0, r.stderr
+    r, bf16 = distill(runs_dir / "bf16", *args, "--precision", "bf16")
+    assert r.exit_code == 0, r.stderr
+    device = json.loads((bf16 / "manifest.json").read_text())["device"]
+    assert device["type"] == "cpu" and device["precision"] == "bf16"
+    assert json.loads((fp32 / "manifest.json").read_text())["device"]["precision"] == "fp32"
+    a, b = training(fp32), training(bf16)
+    assert np.isfinite(b["loss"].dropna()).all() and len(b["loss"].dropna()) == 1
+    assert not np.allclose(a["loss"].dropna(), b["loss"].dropna(), rtol=1e-6, atol=0)  # bf16 rounding shows
+    meta = [json.loads((Path(json.loads((run / "manifest.json").read_text())["teacher_cache"]["train"])
+                        / "meta.json").read_text()) for run in (fp32, bf16)]
+    assert "precision" not in meta[0] and meta[1]["precision"] == "bf16"
+    state = torch.load(bf16 / "last" / "state.pt", weights_only=True)
+    assert state["scaler"] == {}  # no loss scaling for bf16 (a disabled scaler has no state)
+
+
 def dig(record: dict, dotted: str):
     for key in dotted.split("."):
         record = record[key]
