@@ -362,3 +362,23 @@ def test_augment_perturbs_the_foreign_side_deterministically(bitext, tiny_model,
     assert all(torch.equal(w_noisy[k], w_again[k]) for k in w_noisy)  # and is seeded
     bad, _ = distill(runs_dir, *small(bitext, tiny_model, "--augment", "char-swap:rate=2"))
     assert bad.exit_code == 2 and "rate" in bad.stderr
+
+
+def test_wordpiece_vocabulary_is_deterministic(tmp_path):
+    """The trainer numbers ``##`` pieces in hash-map order (tokenizers#1794): plain training on these
+    texts gives a different tokenizer.json almost every time, even within one process."""
+    from clirkit.distill.students import wordpiece_tokenizer
+
+    rng = random.Random(0)
+    texts = [" ".join("".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 8))) for _ in range(8))
+             for _ in range(100)]
+    files = []
+    for i in range(5):
+        tok = wordpiece_tokenizer(texts, 150, 16, tmp_path / str(i))
+        (path,) = (tmp_path / str(i) / "tokenizers").iterdir()  # no temporary file left beside it
+        files.append(path.read_bytes())
+    assert all(f == files[0] for f in files)
+    spec = json.loads(files[0])
+    assert [t["content"] for t in spec["added_tokens"]] == ["[PAD]", "[UNK]"]
+    assert {f"##{c}" for c in "abcdefgh"} <= set(spec["model"]["vocab"]) and tok.get_vocab_size() == 150
+    assert tok.encode("abc").tokens[0] != "[UNK]"
