@@ -2,12 +2,16 @@
 
 Token embeddings without special tokens (float16, memory-mapped), their token ids (for idf
 weights) and sentence embeddings are stored under ``$CLIRKIT_CACHE/teacher/<key>/``, the key a
-hash of :data:`CACHE_FORMAT`, the teacher's weights fingerprint, the maximum length and the
-texts (:func:`content_key`), so a changed model or bitext never reuses stale outputs.
+hash of :data:`CACHE_FORMAT`, the teacher's weights fingerprint, the maximum length, the
+precision of the forward passes (bf16/fp16 only, so fp32 keys are those of older versions) and
+the texts (:func:`content_key`), so a changed model or bitext never reuses stale outputs. An
+entry is written under a temporary name and renamed into place, and a killed computation
+removes its temporary folder, so the cache never holds a partial entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from clirkit.config import DistillConfig
+from clirkit.device import autocast
 from clirkit.distill.ddp import DistEnv, barrier
 from clirkit.distill.pairs import Bitext
 from clirkit.errors import ClirkitError
@@ -99,12 +104,16 @@ def teacher_outputs(teacher, texts: list[str], max_length: int, batch_size: int,
                     what: str = "English") -> tuple[Path, bool]:
     """Compute (once) the teacher's outputs for ``texts`` into the cache; return the folder and whether it was cached.
 
-    The key hashes the teacher's weights fingerprint, the maximum length and the texts, so a
-    changed model or bitext never reuses stale outputs. Texts are encoded longest first, which
-    keeps padding (and the memory peak) small.
+    The key hashes the teacher's weights fingerprint, the maximum length, the precision (when
+    not fp32) and the texts, so a changed model or bitext never reuses stale outputs. The
+    forward passes run under :func:`clirkit.device.autocast` of the teacher's precision. Texts
+    are encoded longest first, which keeps padding (and the memory peak) small.
     """
-
-    key = content_key([CACHE_FORMAT, "teacher", teacher.fingerprint, max_length], texts)
+    precision = teacher.precision
+    meta: list[Any] = [CACHE_FORMAT, "teacher", teacher.fingerprint, max_length]
+    if precision.mixed:
+        meta.append(precision.name)
+    key = content_key(meta, texts)
     folder = root / "teacher" / key
     if (folder / "meta.json").is_file():
         return folder, True
@@ -116,6 +125,7 @@ def teacher_outputs(teacher, texts: list[str], max_length: int, batch_size: int,
     del full
     old_max = model.max_seq_length
     model.max_seq_length = max_length
+    tmp = root / "teacher" / f".{key}.tmp-{os.getpid()}"
     try:
         chunks = []
         lengths = np.zeros(len(texts), np.int64)
@@ -126,14 +136,13 @@ def teacher_outputs(teacher, texts: list[str], max_length: int, batch_size: int,
             lengths[rows] = keep.sum(1).numpy()
             chunks.append((rows, feats, keep))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tmp = root / "teacher" / f".{key}.tmp-{os.getpid()}"
         tmp.mkdir(parents=True, exist_ok=True)
         dim = teacher.dim
         tokens = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16,
                                            shape=(int(offsets[-1]), dim))
         ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=np.int32, shape=(int(offsets[-1]),))
         sentence = np.zeros((len(texts), dim), np.float32)
-        with progress() as bar, torch.inference_mode():
+        with progress() as bar, torch.inference_mode(), autocast(teacher.device, precision):
             task = bar.add_task(f"teacher: {what}", total=len(texts), info="")
             for rows, feats, keep in chunks:
                 feats = {k: v.to(teacher.device) if hasattr(v, "to") else v for k, v in feats.items()}
@@ -157,13 +166,13 @@ def teacher_outputs(teacher, texts: list[str], max_length: int, batch_size: int,
         (tmp / "meta.json").write_text(json.dumps({
             "teacher": teacher.name, "fingerprint": teacher.fingerprint, "max_length": max_length,
             "count": len(texts), "tokens": int(offsets[-1]), "dim": dim, "truncated": truncated,
-            "format": CACHE_FORMAT}, indent=2), encoding="utf-8")
+            "format": CACHE_FORMAT, **({"precision": precision.name} if precision.mixed else {})},
+            indent=2), encoding="utf-8")
+        with contextlib.suppress(OSError):  # OSError: another process finished the same entry first
+            os.replace(tmp, folder)
     finally:
         model.max_seq_length = old_max
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same entry first: theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a kill (or a lost race) leaves no partial entry
     return folder, False
 
 

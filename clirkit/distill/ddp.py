@@ -38,15 +38,19 @@ def dist_env() -> DistEnv:
                    int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init_distributed(env: DistEnv, device: str) -> str:
-    """Join the process group (gloo on CPU, nccl on CUDA); return this process's device."""
+def init_distributed(env: DistEnv, device: torch.device) -> torch.device:
+    """Join the process group (gloo on CPU, nccl on CUDA); return this process's device.
+
+    ``device`` is already resolved (:func:`clirkit.device.resolve_runtime`); on CUDA each
+    process of a torchrun job takes the GPU of its ``LOCAL_RANK``, whatever index was asked for.
+    """
     if not env.distributed:
         return device
     import torch.distributed as dist
 
-    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    cuda = device.type == "cuda"
     if cuda:
-        device = f"cuda:{env.local_rank}"
+        device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")

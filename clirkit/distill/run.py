@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from clirkit.config import DistillConfig
+from clirkit.device import Precision, autocast, resolve_runtime
 from clirkit.distill.cache import Prepared, prepare_teacher
 from clirkit.distill.checkpoint import load_state, resumed_config, save_model
 from clirkit.distill.curves import write_training
@@ -60,10 +61,11 @@ def run_distill(cfg: DistillConfig) -> Path | None:
     env = dist_env()
     if not env.main:
         log.setLevel(logging.WARNING)  # one process talks
-    device = init_distributed(env, cfg.device)
+    device, prec = resolve_runtime(cfg.device, cfg.precision)
+    device = init_distributed(env, device)  # cuda:LOCAL_RANK for a torchrun worker
     set_seed(cfg.seed, torch_global=True)
     bitext = load_bitext(cfg)
-    teacher = load_encoder(cfg.teacher, device)
+    teacher = load_encoder(cfg.teacher, device, prec)
     model_student = prepare_student(cfg, teacher, device)
     last_dir, state = load_state(resume_from) if resume_from is not None else (None, None)
     root = cache_root()
@@ -75,8 +77,8 @@ def run_distill(cfg: DistillConfig) -> Path | None:
             if model_student is not None:
                 inputs["student"] = model_student.folder
             run.add_inputs(**inputs)
-            run.record(device=device, world_size=env.world, teacher={"spec": cfg.teacher,
-                                                                      "fingerprint": teacher.fingerprint},
+            run.record_device(device, prec)
+            run.record(world_size=env.world, teacher={"spec": cfg.teacher, "fingerprint": teacher.fingerprint},
                        # the resolved folder under the key `clirkit attack` looks for its test collection
                        bitext=str(bitext.folder), pair=bitext.pair,
                        pairs={"train": len(bitext.train_en), "dev": len(bitext.dev_en)},
@@ -84,7 +86,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
                        resumed_from=str(resume_from) if resume_from else None)
         if cfg.loss == ZERO_SHOT:
             if run is not None:
-                zero_shot(cfg, env, device, teacher, bitext, root, run)
+                zero_shot(cfg, env, device, prec, teacher, bitext, root, run)
         else:
             data = prepare_teacher(cfg, env, teacher, bitext, root, need_train=True)
             if last_dir is not None:
@@ -95,7 +97,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
                 _record_student(cfg, run, student, bitext, data)
                 if resume_from is not None and (resume_from / "checkpoint").is_dir():
                     shutil.copytree(resume_from / "checkpoint", run.path / "checkpoint")
-            trainer = Trainer(cfg, env, device, data, student, run, state)
+            trainer = Trainer(cfg, env, device, prec, data, student, run, state)
             t0 = time.perf_counter()
             trainer.train()
             if run is not None:
@@ -123,7 +125,8 @@ def _record_student(cfg: DistillConfig, run, student: Student, bitext: Bitext, d
     run.record(student=info, teacher_cache=data.cache)
 
 
-def zero_shot(cfg: DistillConfig, env: DistEnv, device: str, teacher, bitext: Bitext, root: Path, run) -> None:
+def zero_shot(cfg: DistillConfig, env: DistEnv, device: torch.device, prec: Precision, teacher, bitext: Bitext,
+              root: Path, run) -> None:
     """The baseline: the checkpoint is the teacher itself (same files, so indexes are shared)."""
     shutil.copytree(teacher.folder, run.path / "checkpoint", ignore=shutil.ignore_patterns(".*", "README.md"))
     rows: list[dict[str, Any]] = [{"step": 0, "epoch": 0}]
@@ -136,7 +139,7 @@ def zero_shot(cfg: DistillConfig, env: DistEnv, device: str, teacher, bitext: Bi
         st.max_seq_length = cfg.max_length
         student = TransformerStudent(st).to(device)
         s_sent, s_tok = [], []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, prec):
             for start in range(0, len(bitext.dev_fx), cfg.teacher_batch_size):
                 tok, mask, sent = student(student.tokenize(bitext.dev_fx[start:start + cfg.teacher_batch_size]))
                 s_sent.append(sent.float().cpu().numpy())

@@ -320,24 +320,43 @@ def wordpiece_tokenizer(texts: list[str], vocab_size: int, max_length: int, root
     carry meaning in Vietnamese or Yoruba. Only ``[PAD]`` and ``[UNK]`` are special; the static
     student adds no special tokens. References: Schuster & Nakajima, "Japanese and Korean voice
     search", ICASSP 2012 (WordPiece); Wu et al. 2016 (arXiv:1609.08144).
+
+    The vocabulary is the same in every process. The trainer (tokenizers' BPE trainer, up to at
+    least 0.23) numbers the continuation pieces ``##c`` in the iteration order of a randomly
+    seeded hash map, and those ids break ties between merges of equal count, so two processes
+    could pick different merges (huggingface/tokenizers#1794). Here every ``##c`` of the texts
+    is handed to the trainer up front, sorted, as a special token, which fixes its id; the
+    special marks are then dropped, so they stay ordinary vocabulary entries.
     """
+    import json
+
     import tokenizers
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    key = content_key([CACHE_FORMAT, "wordpiece", vocab_size, tokenizers.__version__], texts)
+    key = content_key([CACHE_FORMAT, "wordpiece-sorted", vocab_size, tokenizers.__version__], texts)
     path = root / "tokenizers" / f"{key}.json"
     if not path.is_file():
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]"],
+        special = ["[PAD]", "[UNK]"]
+        # the words the trainer sees (normalised, pre-tokenised), and the continuation pieces it would make
+        pieces = sorted({f"##{c}" for t in texts for word, _ in
+                         tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(t)) for c in word[1:]})
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special + pieces,
                                             show_progress=False)
         tok.train_from_iterator(texts, trainer, length=len(texts))
+        spec = json.loads(tok.to_str())
+        spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in special]
+        tok = Tokenizer.from_str(json.dumps(spec))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)
+        try:
+            tok.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a kill between the two leaves no partial file in the cache
     tok = Tokenizer.from_file(str(path))
     tok.no_padding()
     tok.enable_truncation(max_length)

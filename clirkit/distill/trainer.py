@@ -6,6 +6,11 @@ warmup and linear decay, gradient clipping by total norm; a static student's emb
 uses Adam without decay. Batches come from a :class:`torch.utils.data.DistributedSampler`
 seeded by (seed, epoch), and the state saved in ``last/`` (optimizer, scheduler, RNG, position)
 makes a resumed run bit-identical to an uninterrupted one.
+
+With ``--precision bf16``/``fp16`` the forward passes and the loss run under
+:func:`clirkit.device.autocast` (the weights, optimizer state and the loss that is
+backpropagated stay float32), and fp16 steps through a gradient scaler (Micikevicius et al.,
+"Mixed Precision Training", ICLR 2018, arXiv:1710.03740) whose state is part of ``last/``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 
 from clirkit.config import DistillConfig
+from clirkit.device import Precision, autocast, grad_scaler
 from clirkit.distill import checkpoint
 from clirkit.distill.cache import Prepared
 from clirkit.distill.curves import write_training
@@ -38,9 +44,9 @@ log = logging.getLogger("clirkit")
 class Trainer:
     """The training loop of one process (rank 0 also evaluates and writes the run directory)."""
 
-    def __init__(self, cfg: DistillConfig, env: DistEnv, device: str, data: Prepared, student: Student,
-                 run=None, resume_state: dict[str, Any] | None = None) -> None:
-        self.cfg, self.env, self.device, self.data, self.run = cfg, env, device, data, run
+    def __init__(self, cfg: DistillConfig, env: DistEnv, device: torch.device, precision: Precision, data: Prepared,
+                 student: Student, run=None, resume_state: dict[str, Any] | None = None) -> None:
+        self.cfg, self.env, self.device, self.precision, self.data, self.run = cfg, env, device, precision, data, run
         self.student = student.to(device)
         self.loss_fn = make_loss(cfg).to(device)
         self.static = isinstance(student, StaticStudent)
@@ -60,6 +66,7 @@ class Trainer:
         self.warmup = int(cfg.warmup * self.total)
         self.opt = self._optimizer()
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.lr_factor)
+        self.scaler = grad_scaler(device, precision)  # a pass-through unless fp16 on CUDA
         self.model = self._wrap_ddp()
         self.train_ids = None
         if self.static:  # tokenise the foreign side once; it is a rust call, but per batch it adds up
@@ -93,10 +100,11 @@ class Trainer:
                     t0 = time.perf_counter()
                     rows = batches[bi]
                     feats = self.train_features(rows, epoch)
-                    student = self.model(feats)  # tokens, mask, sentence
-                    teacher = self.data.train.batch(rows)  # tokens, mask, ids, sentence (from the cache)
-                    out = self.loss_fn(distill_batch(*student, feats["input_ids"], *teacher, self.idf))
-                    lr = self.optimizer_step(out.loss)
+                    with autocast(self.device, self.precision):  # a no-op for fp32
+                        student = self.model(feats)  # tokens, mask, sentence
+                        teacher = self.data.train.batch(rows)  # tokens, mask, ids, sentence (from the cache)
+                        out = self.loss_fn(distill_batch(*student, feats["input_ids"], *teacher, self.idf))
+                    lr = self.optimizer_step(out.loss.float())
                     end_of_epoch = self.advance(epoch, bi + 1, len(batches))
                     self.elapsed += time.perf_counter() - t0
                     meter.add(len(rows) * self.env.world)
@@ -129,11 +137,17 @@ class Trainer:
         return self.student.tokenize(augmented(self.augment, texts, rows, self.cfg.seed, epoch))
 
     def optimizer_step(self, loss: torch.Tensor) -> float:
-        """Backpropagate, clip, step the optimizer and the schedule; return the learning rate used."""
+        """Backpropagate, clip, step the optimizer and the schedule; return the learning rate used.
+
+        The gradient scaler (fp16) scales the loss, unscales the gradients before clipping so the
+        norm is the true one, and skips the step when they overflowed; disabled, it changes nothing.
+        """
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.max_grad_norm)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         lr = self.sched.get_last_lr()[0]
         self.sched.step()
         return lr
@@ -174,7 +188,8 @@ class Trainer:
         b, dev = self.data.bitext, self.data.dev
         if dev is None or not b.dev_fx:
             return {}
-        return evaluate_dev(self.cfg, self.student, self.loss_fn, b.dev_fx, dev, self.idf, max(self.local_bs, 64))
+        with autocast(self.device, self.precision):
+            return evaluate_dev(self.cfg, self.student, self.loss_fn, b.dev_fx, dev, self.idf, max(self.local_bs, 64))
 
     def _evaluated(self, row: dict[str, Any]) -> dict[str, Any]:
         """``row`` with the dev measures; the student goes to checkpoint/ when it is the best so far."""
@@ -205,6 +220,7 @@ class Trainer:
         """Everything a bit-identical resume needs; collective (the RNG states of every rank)."""
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "torch_rng": all_gather(self.env, torch.get_rng_state()), "best": self.best,
                 "best_step": self.best_step, "rows": json.dumps(self.rows), "elapsed": self.elapsed,
                 "world": self.env.world}
@@ -215,6 +231,8 @@ class Trainer:
                                fix=f"resume with --nproc_per_node {state['world']}")
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # empty for a disabled scaler (and absent from older states)
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"][self.env.rank])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best, self.best_step = state["best"], state["best_step"]
