@@ -530,10 +530,8 @@ def induced_lexicon(bitext: Path, method: str = "dice", min_count: int = 2, iter
     keyed by the table's SHA-256 and the induction settings, so a grid of runs induces it once.
     """
     key = f"{sha256_file(bitext)[:16]}-{method}-min{min_count}" + (f"-it{iterations}" if method == "ibm1" else "")
-    from clirkit.rundir import reuse_allowed
-
     cached = _cache_dir() / f"{key}.tsv"
-    if cached.exists() and reuse_allowed():  # `clirkit reproduce` induces it again
+    if cached.exists():
         return load_lexicon(cached)
     lexicon = induce_lexicon(((src, tgt) for _, src, tgt in iter_bitext(bitext)), method, iterations, min_count)
     cached.parent.mkdir(parents=True, exist_ok=True)

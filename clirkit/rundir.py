@@ -23,7 +23,6 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -38,7 +37,9 @@ DEFAULT_RUNS_DIR = "experiments/runs"
 PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "ir-measures",
             "geomloss", "pot", "numpy", "pandas", "scipy", "pydantic", "typer")
 log = logging.getLogger("clirkit")
-_REUSE: ContextVar[bool] = ContextVar("clirkit_reuse", default=True)
+#: set (to "1") while nothing stored may be reused; an environment variable rather than a
+#: context variable so that grid workers (local processes, submitit jobs) inherit it
+NO_REUSE_ENV = "CLIRKIT_NO_REUSE"
 
 
 @contextmanager
@@ -46,23 +47,34 @@ def fresh_run() -> Iterator[None]:
     """Within the block nothing stored is reused: no completed run, no index, no cache entry.
 
     ``clirkit reproduce`` runs a recorded configuration in this block so that a reproduction
-    computes every artefact again instead of copying the (possibly corrupted) stored one.
+    computes every artefact again instead of copying the (possibly corrupted) stored one. The
+    caches (teacher outputs, tokenizers, lexicons) point to an empty temporary folder meanwhile.
     """
-    token = _REUSE.set(False)
+    import shutil
+    import tempfile
+
+    saved = {k: os.environ.get(k) for k in (NO_REUSE_ENV, "CLIRKIT_CACHE")}
+    cache = tempfile.mkdtemp(prefix="clirkit-fresh-cache-")
+    os.environ.update({NO_REUSE_ENV: "1", "CLIRKIT_CACHE": cache})
     try:
         yield
     finally:
-        _REUSE.reset(token)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def reuse_allowed() -> bool:
     """False inside :func:`fresh_run`: every lookup of a stored run, index or cache must then miss."""
-    return _REUSE.get()
+    return os.environ.get(NO_REUSE_ENV, "0") != "1"
 
 
 def cache_root() -> Path:
     """Where derived data shared across runs is cached (teacher outputs, tokenizers, lexicons):
-    ``$CLIRKIT_CACHE`` or ``experiments/cache``."""
+    ``$CLIRKIT_CACHE`` or ``experiments/cache`` (an empty temporary folder inside :func:`fresh_run`)."""
     return Path(os.environ.get("CLIRKIT_CACHE", "experiments/cache"))
 
 
