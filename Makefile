@@ -32,7 +32,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check clirkit tests bench
 
+# every bench script rewrites its own section of bench/results.md (bench/_results.py)
 bench: setup
+	$(BIN)/python bench/bench_encode.py
+	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_ot.py
 	$(BIN)/python bench/bench_perturb.py
 	$(BIN)/python bench/bench_attack.py

@@ -129,6 +129,22 @@ class IndexOptions(Config):
                                                   "embeddings, which the index then stores too)")
     factory: str = Field("Flat", description="FAISS index factory string (inner product on normalised vectors)")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
+    devices: list[str] | None = Field(None, description="encode in one worker process per device, e.g. "
+                                                        "cuda:0,cuda:1, or cpu,cpu for two CPU workers (default: "
+                                                        "one process on --device)")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str] | None) -> list[str] | None:
+        # spelling only; whether each device exists is checked when a run starts (as for device)
+        from clirkit.device import check_device_spec
+
+        if not v:
+            return None
+        try:
+            return [check_device_spec(d) for d in v]
+        except ClirkitError as e:
+            raise ValueError(e.one_line()) from None
 
 
 class RetrievalOptions(IndexOptions):

@@ -97,21 +97,31 @@ class Encoder:
         ref: where it comes from (see :func:`resolve`).
         device: auto, cpu, cuda, cuda:N, mps (or a ``torch.device``).
         precision: fp32, bf16 or fp16 (see :func:`clirkit.device.resolve_precision`).
+        devices: encode with one worker process per entry (``["cuda:0", "cuda:1"]``, or
+            ``["cpu", "cpu"]`` for two CPU workers) instead of in this process on ``device``;
+            every entry is checked like ``device`` first. The workers start at the first
+            encoding and stop at :meth:`close` (or on leaving ``with encoder:``); the model
+            in this process then stays on the CPU.
     """
 
-    def __init__(self, ref: ModelRef, device: Any = "cpu", precision: str | Precision = "fp32") -> None:
+    def __init__(self, ref: ModelRef, device: Any = "cpu", precision: str | Precision = "fp32",
+                 devices: list[str] | None = None) -> None:
         import transformers
-        from sentence_transformers import SentenceTransformer
 
         transformers.utils.logging.disable_progress_bar()
         self.ref = ref
-        self.device, self.precision = resolve_runtime(device, precision)
+        self.devices = resolve_devices(devices, precision)
+        self.device, self.precision = resolve_runtime("cpu" if self.devices else device, precision)
+        self._pool: Any = None
+        if self.devices:
+            from clirkit.encode_pool import AutocastSentenceTransformer as model_class
+        else:
+            from sentence_transformers import SentenceTransformer as model_class
         try:
             if ref.kind == "hub":
-                self.model = SentenceTransformer(ref.location, device=str(self.device),
-                                                 local_files_only=not online())
+                self.model = model_class(ref.location, device=str(self.device), local_files_only=not online())
             else:
-                self.model = SentenceTransformer(ref.location, device=str(self.device))
+                self.model = model_class(ref.location, device=str(self.device))
         except (OSError, ValueError) as e:
             if ref.kind == "hub":
                 raise ClirkitError(f"model {ref.spec!r} is not in the local Hugging Face cache",
@@ -120,6 +130,29 @@ class Encoder:
             raise ClirkitError(f"cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                                path=ref.location, fix="check the model folder") from e
         self.model.eval()
+        if self.devices:
+            self.model.clirkit_precision = self.precision.name
+
+    def pool(self) -> Any:
+        """The running :class:`clirkit.encode_pool.EncodePool` (started on first use), or None
+        without ``devices``."""
+        if self.devices and (self._pool is None or not self._pool.alive):
+            from clirkit.encode_pool import EncodePool
+
+            self._pool = EncodePool(self.model, [str(d) for d in self.devices])
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (a later encoding starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def name(self) -> str:
@@ -150,6 +183,14 @@ class Encoder:
         """Sentence embeddings as float32 rows (L2-normalised by default)."""
         import torch
 
+        if self.devices:
+            # the workers autocast themselves; mixed outputs are cast and normalised here as below
+            out = self.pool().encode(texts, batch_size, convert_to_tensor=True,
+                                     normalize_embeddings=normalize and not self.precision.mixed)
+            out = out.reshape(len(texts), -1).float()
+            if normalize and self.precision.mixed:
+                out = torch.nn.functional.normalize(out, dim=-1)
+            return out.cpu().numpy()
         if self.precision.mixed:  # reduced-precision outputs: cast to float32, then normalise
             with torch.inference_mode(), self._autocast():
                 out = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
@@ -173,6 +214,13 @@ class Encoder:
 
         if "token_embeddings" not in self._probe_outputs():
             return self.encode(texts, batch_size), self.encode_tokens(texts, batch_size)
+        if self.devices:
+            items = self._pooled_outputs(texts, batch_size)
+            sent = torch.stack([it["sentence_embedding"].float() for it in items]) if items else \
+                torch.zeros((0, self.dim))
+            sent = torch.nn.functional.normalize(sent, dim=-1).cpu().numpy()
+            return sent, [self._token_row(it["token_embeddings"], it["input_ids"], it["attention_mask"], True)
+                          for it in items]
         sentences, tokens = [], []
         order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
         for start in range(0, len(texts), batch_size):
@@ -211,6 +259,14 @@ class Encoder:
             keep &= ids != s
         return [row[mask].cpu().numpy() for row, mask in zip(emb, keep)]
 
+    def _token_row(self, emb, ids, attention, normalize: bool) -> np.ndarray:
+        """:meth:`_token_rows` of one text (a worker's padded output row)."""
+        return self._token_rows(emb[None], ids[None], attention[None], normalize)[0]
+
+    def _pooled_outputs(self, texts: list[str], batch_size: int) -> list[dict[str, Any]]:
+        """Every forward output (token and sentence embeddings, ids, mask) per text, from the workers."""
+        return self.pool().encode(texts, batch_size, output_value=None) if texts else []
+
     def encode_tokens(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> list[np.ndarray]:
         """Per-text token embeddings, special and padding tokens removed (for MaxSim scoring)."""
         import torch
@@ -224,6 +280,9 @@ class Encoder:
             if normalize:
                 rows = [torch.nn.functional.normalize(r, dim=-1) for r in rows]
             return [r.float().cpu().numpy() for r in rows]
+        if self.devices:
+            return [self._token_row(it["token_embeddings"], it["input_ids"], it["attention_mask"], normalize)
+                    for it in self._pooled_outputs(texts, batch_size)]
         out: list[np.ndarray] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
@@ -236,16 +295,31 @@ class Encoder:
         return out
 
 
-_CACHE: dict[tuple[str, str, str], Encoder] = {}
+def resolve_devices(devices: list[str] | None, precision: str | Precision = "fp32") -> list[Any] | None:
+    """Check every entry of ``devices`` like ``--device`` (it exists, it runs ``precision``);
+    None or empty: None (one process).
+
+    Raises:
+        ClirkitError: an entry names a device this machine does not have, or one that cannot
+            run the precision (the message names the entry).
+    """
+    if not devices:
+        return None
+    return [resolve_runtime(d, precision)[0] for d in devices]
 
 
-def load_encoder(spec: str, device: Any = "cpu", precision: str | Precision = "fp32") -> Encoder:
-    """Load (once per process, device and precision) the encoder named by ``spec``."""
+_CACHE: dict[tuple[str, str, str, tuple[str, ...]], Encoder] = {}
+
+
+def load_encoder(spec: str, device: Any = "cpu", precision: str | Precision = "fp32",
+                 devices: list[str] | None = None) -> Encoder:
+    """Load (once per process, device, precision and devices) the encoder named by ``spec``."""
     ref = resolve(spec)
     dev, prec = resolve_runtime(device, precision)
-    key = (ref.location, str(dev), prec.name)
+    many = tuple(str(d) for d in resolve_devices(devices, prec) or ())
+    key = (ref.location, str(dev), prec.name, many)
     if key not in _CACHE:
-        _CACHE[key] = Encoder(ref, dev, prec)
+        _CACHE[key] = Encoder(ref, dev, prec, list(many) or None)
     return _CACHE[key]
 
 
@@ -260,14 +334,27 @@ class EncoderPair:
         return {"query_model": self.query.name, "query_fingerprint": self.query.fingerprint,
                 "doc_model": self.doc.name, "doc_fingerprint": self.doc.fingerprint}
 
+    def close(self) -> None:
+        """Stop both encoders' worker processes (see :meth:`Encoder.close`)."""
+        self.query.close()
+        self.doc.close()
+
+    def __enter__(self) -> EncoderPair:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 def load_pair(model: str | None = None, query_model: str | None = None, doc_model: str | None = None,
-              device: Any = "cpu", precision: str | Precision = "fp32") -> EncoderPair:
+              device: Any = "cpu", precision: str | Precision = "fp32",
+              devices: list[str] | None = None) -> EncoderPair:
     """Resolve the (query, document) encoders.
 
     A distillation run given as ``model`` encodes its foreign side with the student and the
     other side with its teacher (``side=query``: foreign queries; ``side=document``: foreign
-    documents). ``query_model``/``doc_model`` override either side.
+    documents). ``query_model``/``doc_model`` override either side. ``devices``: encode in
+    worker processes (see :class:`Encoder`); use the pair as a context manager to stop them.
     """
     if model is None and (query_model is None or doc_model is None):
         raise ClirkitError("no model given", fix="pass --model, or both --query-model and --doc-model")
@@ -281,7 +368,7 @@ def load_pair(model: str | None = None, query_model: str | None = None, doc_mode
     q_spec = query_model or q_spec
     d_spec = doc_model or d_spec
     assert q_spec is not None and d_spec is not None
-    q, d = load_encoder(q_spec, device, precision), load_encoder(d_spec, device, precision)
+    q, d = load_encoder(q_spec, device, precision, devices), load_encoder(d_spec, device, precision, devices)
     if q.dim != d.dim:
         raise ClirkitError(f"query model {q.name!r} ({q.dim}-d) and document model {d.name!r} ({d.dim}-d) "
                            "produce vectors of different sizes", fix="pair models with the same dimension")

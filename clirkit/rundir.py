@@ -30,7 +30,7 @@ from typing import Any
 
 from clirkit import __version__
 from clirkit.config import Config
-from clirkit.data.formats import sha256_file
+from clirkit.data.formats import file_digest
 from clirkit.errors import ClirkitError
 
 DEFAULT_RUNS_DIR = "experiments/runs"
@@ -122,12 +122,16 @@ def package_versions() -> dict[str, str | None]:
 
 
 def hash_inputs(paths: dict[str, Path]) -> dict[str, dict[str, str]]:
-    """sha256 of every input file; a folder is hashed file by file."""
+    """sha256 of every input file; a folder is hashed file by file.
+
+    A prepared dataset's files are not reread when their size and mtime still match its card
+    (:func:`clirkit.data.formats.file_digest`).
+    """
     out: dict[str, dict[str, str]] = {}
     for name, p in paths.items():
         p = Path(p)
         files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        out[name] = {str(q): sha256_file(q) for q in files}
+        out[name] = {str(q): file_digest(q) for q in files}
     return out
 
 
@@ -226,8 +230,8 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
               argv: list[str] | None = None, *, uses_device: bool = True) -> Iterator[Run]:
     """Create an experiment directory, yield it, and finish it atomically.
 
-    The config's ``device`` and ``precision`` (if it has them and ``uses_device``) are resolved
-    first, so an absent GPU or an impossible precision fails before anything is written; the
+    The config's ``device``, ``devices`` and ``precision`` (if it has them and ``uses_device``)
+    are resolved first, so an absent GPU or an impossible precision fails before anything is written; the
     manifest records :func:`clirkit.device.device_info` of that device and the precision.
 
     On success the status is ``completed``; on any exception it is ``failed`` with the error
@@ -239,6 +243,8 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
         from clirkit.device import resolve_runtime
 
         runtime = resolve_runtime(cfg.device, getattr(cfg, "precision", "fp32"))
+        for device in getattr(cfg, "devices", None) or ():  # --devices: every worker's device exists
+            resolve_runtime(device, getattr(cfg, "precision", "fp32"))
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     run = Run(runs_dir, command, cfg, seed, list(argv if argv is not None else sys.argv))
@@ -323,6 +329,6 @@ def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -
         except ClirkitError:
             continue
         files = [(Path(f), digest) for group in recorded.values() for f, digest in group.items()]
-        if all(f.is_file() and sha256_file(f) == digest for f, digest in files):
+        if all(f.is_file() and file_digest(f) == digest for f, digest in files):
             return run
     return None

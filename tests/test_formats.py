@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from clirkit.data.formats import DatasetWriter, iter_bitext, load_dataset, read_card
@@ -91,3 +93,77 @@ def test_missing_card_says_how_to_prepare(tmp_path):
     root = write_beir(tmp_path / "nocard")
     with pytest.raises(ClirkitError, match="clirkit prepare beir"):
         load_dataset(root)
+
+
+def _prepared(tmp_path):
+    out = tmp_path / "ds"
+    with DatasetWriter(out, "ds") as w:
+        w.add_doc("d1", "one document", "en")
+        w.add_doc("d2", "another document", "en")
+        w.add_query("q1", "a query", "en")
+        w.add_qrel("test", "q1", "d1", 1)
+    return out
+
+
+def _count_reads(monkeypatch):
+    import clirkit.data.formats as formats
+
+    reads = []
+    real = formats.sha256_file
+    monkeypatch.setattr(formats, "sha256_file", lambda p, *a: reads.append(Path(p).name) or real(p, *a))
+    monkeypatch.setattr(formats, "_DIGESTS", {})
+    return reads
+
+
+def test_card_records_size_and_mtime_of_every_hashed_file(tmp_path):
+    out = _prepared(tmp_path)
+    card = read_card(out)
+    assert set(card["files"]) == set(card["sha256"]) == {"corpus.jsonl", "queries.jsonl", "qrels/test.tsv"}
+    st = (out / "qrels/test.tsv").stat()
+    assert card["files"]["qrels/test.tsv"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def test_unchanged_files_are_trusted_without_reading(tmp_path, monkeypatch):
+    from clirkit.data.formats import file_digest, sha256_file, trusted_sha256
+
+    out = _prepared(tmp_path)
+    card = read_card(out)
+    reads = _count_reads(monkeypatch)
+    assert trusted_sha256(out) == card["sha256"]
+    assert file_digest(out / "corpus.jsonl") == card["sha256"]["corpus.jsonl"]
+    assert file_digest(out / "qrels" / "test.tsv") == card["sha256"]["qrels/test.tsv"]
+    assert reads == []
+    assert card["sha256"]["corpus.jsonl"] == sha256_file(out / "corpus.jsonl")  # the card was right
+
+
+def test_changed_file_is_rehashed(tmp_path, monkeypatch):
+    import os
+
+    from clirkit.data.formats import file_digest, sha256_file, trusted_sha256
+
+    out = _prepared(tmp_path)
+    old = read_card(out)["sha256"]["corpus.jsonl"]
+    reads = _count_reads(monkeypatch)
+    corpus = out / "corpus.jsonl"
+    st = corpus.stat()
+    corpus.write_text(corpus.read_text(encoding="utf-8").replace("one", "ONE"), encoding="utf-8")  # same size
+    os.utime(corpus, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert "corpus.jsonl" not in trusted_sha256(out)
+    new = file_digest(corpus)
+    assert new != old and new == sha256_file(corpus)
+    assert reads == ["corpus.jsonl"]
+    assert file_digest(corpus) == new and reads == ["corpus.jsonl"]  # unchanged since: memoised
+
+
+def test_card_without_file_records_means_rehash(tmp_path, monkeypatch):
+    import json
+
+    from clirkit.data.formats import file_digest
+
+    out = _prepared(tmp_path)
+    card = read_card(out)
+    del card["files"]
+    (out / "dataset.json").write_text(json.dumps(card), encoding="utf-8")
+    reads = _count_reads(monkeypatch)
+    assert file_digest(out / "corpus.jsonl") == card["sha256"]["corpus.jsonl"]
+    assert reads == ["corpus.jsonl"]

@@ -72,3 +72,36 @@ def test_encode_both_matches_separate_passes(tiny_model):
     np.testing.assert_allclose(sent, enc.encode(texts), atol=1e-5)
     for a, b in zip(toks, enc.encode_tokens(texts)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+TEXTS = [f"sentence number {i} " + "word " * (i % 13) for i in range(37)] + ["", "a"]
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_match_one_process(tiny_model):
+    from clirkit.models import Encoder
+
+    one = Encoder(resolve(str(tiny_model)), "cpu")
+    with Encoder(resolve(str(tiny_model)), "cpu", devices=["cpu", "cpu"]) as two:
+        pooled = two.encode(TEXTS, batch_size=4)
+        pooled_tokens = two.encode_tokens(TEXTS, batch_size=4)
+        both_sent, both_tokens = two.encode_both(TEXTS, batch_size=4)
+        workers = list(two._pool._pool["processes"])
+        assert len(workers) == 2 and all(p.is_alive() for p in workers)
+    assert two._pool is None  # leaving the block stopped the workers
+    single = one.encode(TEXTS, batch_size=4)
+    assert pooled.shape == single.shape == (len(TEXTS), 32) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, single, atol=1e-6)
+    np.testing.assert_allclose(both_sent, single, atol=1e-6)
+    single_tokens = one.encode_tokens(TEXTS, batch_size=4)
+    assert [t.shape for t in pooled_tokens] == [t.shape for t in single_tokens] == [t.shape for t in both_tokens]
+    for a, b, c in zip(pooled_tokens, single_tokens, both_tokens):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(c, b, atol=1e-6)
+
+
+def test_devices_naming_a_missing_gpu_fails_before_loading(tiny_model):
+    with pytest.raises(ClirkitError, match="cuda:1"):
+        load_encoder(str(tiny_model), "cpu", devices=["cpu", "cuda:1"])
+    with pytest.raises(ClirkitError, match="unknown device"):
+        load_encoder(str(tiny_model), "cpu", devices=["gpu0"])

@@ -105,3 +105,44 @@ def test_manifest_records_the_device_used_and_validates_it_first(tmp_path):
     with start_run(gpu.runs_dir, "report", gpu, seed=0, uses_device=False) as report:  # computes nothing
         report.record_device("cpu", "fp32")
     assert json.loads((report.path / "manifest.json").read_text())["device"]["precision"] == "fp32"
+
+
+def test_hash_inputs_trusts_the_dataset_card(tmp_path, monkeypatch):
+    import clirkit.data.formats as formats
+    from clirkit.data.formats import DatasetWriter, read_card
+    from clirkit.rundir import hash_inputs
+
+    out = tmp_path / "ds"
+    with DatasetWriter(out, "ds") as w:
+        w.add_doc("d1", "one document", "en")
+        w.add_query("q1", "a query", "en")
+    card = read_card(out)
+    reads = []
+    real = formats.sha256_file
+    monkeypatch.setattr(formats, "sha256_file", lambda p, *a: reads.append(p.name) or real(p, *a))
+    monkeypatch.setattr(formats, "_DIGESTS", {})
+    got = hash_inputs({"dataset": out})["dataset"]
+    assert got[str(out / "corpus.jsonl")] == card["sha256"]["corpus.jsonl"]
+    assert reads == ["dataset.json"]  # the card itself is not in the card: the only file read
+
+
+def test_devices_naming_a_missing_gpu_writes_nothing(tmp_path):
+    cfg = IndexConfig(dataset=tmp_path / "ds", runs_dir=tmp_path / "runs", device="cpu", devices=["cpu", "cuda:7"])
+    with pytest.raises(ClirkitError, match="cuda:7"):
+        with start_run(cfg.runs_dir, "index", cfg, seed=0):
+            pass
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_devices_option_exits_2_with_one_line(tmp_path, beir5):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "clirkit", "index", "--dataset", str(beir5), "--runs-dir",
+                           str(tmp_path / "runs"), "--device", "cpu", "--devices", "cpu,cuda:1", "--model",
+                           "minilm"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "cuda:1" in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
