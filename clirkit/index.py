@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from clirkit.config import IndexConfig
-from clirkit.data.formats import Dataset, load_dataset, sha256_file
+from clirkit.data.formats import Dataset, file_digest, load_dataset
 from clirkit.errors import ClirkitError
 from clirkit.models import Encoder, load_encoder
 from clirkit.progress import progress
-from clirkit.rundir import Run, completed_runs, reuse_allowed, start_run, write_json
+from clirkit.rundir import Run, find_stored, freeze_tree, link_tree, start_run, write_json
 
 log = logging.getLogger("clirkit")
 FORMAT_VERSION = 1
@@ -82,17 +80,6 @@ def load_index(path: Path) -> DenseIndex:
         tokens = np.load(path / "tokens.npy", mmap_mode="r")
         offsets = np.load(path / "token_offsets.npy")
     return DenseIndex(path, manifest, doc_ids, idx, tokens, offsets)
-
-
-def find_index(runs_dir: Path, key: str) -> Path | None:
-    """The ``index/`` folder of the newest completed run holding an index with ``key``."""
-    if not reuse_allowed():
-        return None
-    for run in reversed(completed_runs(runs_dir)):
-        m = run / "index" / "manifest.json"
-        if m.is_file() and json.loads(m.read_text(encoding="utf-8")).get("key") == key:
-            return m.parent
-    return None
 
 
 def _count_docs(ds: Dataset) -> int:
@@ -166,22 +153,18 @@ def ensure_index(encoder: Encoder, ds: Dataset, run: Run, factory: str, scoring:
                  ) -> DenseIndex:
     """The index for (encoder, corpus, factory, scoring) in ``run``: hard-linked from an earlier
     completed run when one has the same key, built otherwise."""
-    corpus_sha = sha256_file(ds.corpus_path)
+    corpus_sha = file_digest(ds.corpus_path)
     key = index_key(encoder.fingerprint, corpus_sha, factory, scoring)
     dest = run.path / "index"
-    found = find_index(run.runs_dir, key)
+    found = find_stored(run.runs_dir, "index", key)
     if found is not None:
         log.info("reusing index %s (key %s)", found, key)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in found.iterdir():
-            try:
-                os.link(f, dest / f.name)
-            except OSError:  # another filesystem: copy instead
-                shutil.copy2(f, dest / f.name)
+        link_tree(found, dest)
         run.record(index={"key": key, "reused_from": str(found.parent)})
     else:
         log.info("building index (key %s) with %s", key, encoder.name)
         build_index(encoder, ds, dest, factory, scoring, batch_size, key, corpus_sha)
+        freeze_tree(dest)
         run.record(index={"key": key, "reused_from": None})
     return load_index(dest)
 
@@ -189,8 +172,8 @@ def ensure_index(encoder: Encoder, ds: Dataset, run: Run, factory: str, scoring:
 def run_index(cfg: IndexConfig) -> Path:
     """``clirkit index``: one experiment directory holding the corpus index."""
     ds = load_dataset(cfg.dataset)
-    encoder = load_encoder(cfg.model, cfg.device)
-    with start_run(cfg.runs_dir, "index", cfg, cfg.seed) as run:
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, cfg.devices)
+    with start_run(cfg.runs_dir, "index", cfg, cfg.seed) as run, encoder:
         run.add_inputs(corpus=ds.corpus_path, model=encoder.folder)
         idx = ensure_index(encoder, ds, run, cfg.factory, cfg.scoring, cfg.batch_size)
         log.info("indexed %d documents (%d-d)", len(idx.doc_ids), idx.manifest["dim"])

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -309,6 +310,39 @@ def completed_runs(runs_dir: str | Path, command: str | None = None) -> list[Pat
         if run_status(p) == "completed":
             out.append(p)
     return out
+
+
+def find_stored(runs_dir: str | Path, sub: str, key: str) -> Path | None:
+    """The ``<sub>/`` folder (an index) of the newest completed run whose ``<sub>/manifest.json``
+    has ``key``; None when there is none or when nothing may be reused (:func:`fresh_run`)."""
+    if not reuse_allowed():
+        return None
+    for run in reversed(completed_runs(runs_dir)):
+        m = run / sub / "manifest.json"
+        if m.is_file() and json.loads(m.read_text(encoding="utf-8")).get("key") == key:
+            return m.parent
+    return None
+
+
+def freeze_tree(folder: Path) -> None:
+    """Make every file of a stored artefact read-only: it is shared by hard links between runs,
+    so writing one in place would change them all."""
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(f.stat().st_mode & ~0o222)
+
+
+def link_tree(src: Path, dest: Path) -> None:
+    """Reuse a stored artefact: hard-link every (read-only) file of ``src`` into ``dest``, or copy
+    it where hard links are impossible (another filesystem), then freeze the copy too."""
+    dest.mkdir(parents=True, exist_ok=True)
+    freeze_tree(src)
+    for f in src.iterdir():
+        try:
+            os.link(f, dest / f.name)
+        except OSError:
+            shutil.copy2(f, dest / f.name)
+    freeze_tree(dest)
 
 
 def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -> Path | None:

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from clirkit.cli import app
 from clirkit.config import IndexConfig
-from clirkit.index import find_index
-from clirkit.rundir import find_completed, fresh_run, reuse_allowed
+from clirkit.rundir import find_completed, find_stored, fresh_run, reuse_allowed
 from tests.conftest import write_beir
 
 runner = CliRunner()
@@ -45,9 +44,9 @@ def test_fresh_run_switch_turns_every_lookup_off(eval_run, runs_dir):
     manifest = json.loads((eval_run / "manifest.json").read_text())
     cfg_json = json.loads((eval_run / "config.json").read_text())
     key = manifest["index"]["key"]
-    assert find_index(runs_dir, key) == eval_run / "index" and reuse_allowed()
+    assert find_stored(runs_dir, "index", key) == eval_run / "index" and reuse_allowed()
     with fresh_run():
-        assert not reuse_allowed() and find_index(runs_dir, key) is None
+        assert not reuse_allowed() and find_stored(runs_dir, "index", key) is None
     assert reuse_allowed()
     icfg = IndexConfig(model=cfg_json["model"], dataset=cfg_json["dataset"], runs_dir=runs_dir)
     r = invoke("--runs-dir", runs_dir, "index", "--model", cfg_json["model"], "--dataset", cfg_json["dataset"])

@@ -146,3 +146,21 @@ def test_devices_option_exits_2_with_one_line(tmp_path, beir5):
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "cuda:1" in lines[0]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_link_tree_shares_stored_files_read_only(tmp_path):
+    """A reused index is hard-linked, never writable in place: writing one run's copy would change the other's."""
+    import os
+
+    from clirkit.rundir import link_tree
+
+    src = tmp_path / "a" / "index"
+    src.mkdir(parents=True)
+    (src / "embeddings.npy").write_bytes(b"\x00" * 16)
+    (src / "manifest.json").write_text("{}")
+    dest = tmp_path / "b" / "index"
+    link_tree(src, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["embeddings.npy", "manifest.json"]
+    for name in ("embeddings.npy", "manifest.json"):
+        assert os.stat(dest / name).st_ino == os.stat(src / name).st_ino  # linked, not copied
+        assert (dest / name).stat().st_mode & 0o222 == 0 and (src / name).stat().st_mode & 0o222 == 0
