@@ -161,11 +161,13 @@ def compare_table(per_query: dict[tuple[str, str], dict[str, list[pd.DataFrame]]
 
 
 def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
-    """The comparisons for people: ``A - B`` with its 95% CI as one column, p-values to 3 digits."""
+    """The comparisons for people, as text: ``A - B`` and its 95% CI to 4 decimals, p-values to 3
+    significant digits (``1.2e-05`` stays readable)."""
     shown = table[["dataset", "scoring", "system_a", "system_b", "measure", "n"]].rename(
         columns={"system_a": "A", "system_b": "B", "n": "queries"})
-    shown["A - B"] = table["delta"]
-    shown["95% CI"] = [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(table["ci_low"], table["ci_high"])]
+    shown["A - B"] = [f"{d:.4f}" for d in table["delta"]]
+    shown["95% CI"] = [("n/a" if pd.isna(lo) else f"[{lo:.4f}, {hi:.4f}]") for lo, hi in zip(table["ci_low"],
+                                                                                             table["ci_high"])]
     for col, name in [("p_t_holm", "p t-test (Holm)"), ("p_rand_holm", "p rand. (Holm)")]:
         shown[name] = [("n/a" if pd.isna(p) else f"{p:.3g}") for p in table[col]]
     return shown
@@ -183,7 +185,8 @@ def comparison_section(table: pd.DataFrame, per_query: dict, seed: int) -> list[
     if several:
         how += " A system with several training seeds is paired per query on its mean over the seeds."
     return ["## Comparisons\n", how + "\n",
-            display_comparisons(table).to_markdown(index=False, floatfmt=".4f") + "\n"]
+            display_comparisons(table).to_markdown(index=False, disable_numparse=True,
+                                                   colalign=("left",) * 5 + ("right",) * 5) + "\n"]
 
 
 def _collect(children: list[dict], search: str, name: str) -> pd.DataFrame:
