@@ -96,7 +96,8 @@ def test_report_compares_any_two_systems(tmp_path):
     out = tmp_path / "exp"
     out.mkdir()
     cfg = SimpleNamespace(name="tiny", description="", baseline="zero-shot", seeds=[0, 1],
-                          compare=[("optical", "mse"), ("mse", "zero-shot")], eval=SimpleNamespace(measures=["nDCG@10"]))
+                          compare=[("optical", "mse"), ("mse", "zero-shot")],
+                          eval=SimpleNamespace(measures=["nDCG@10"]))
     build_report(out, children, cfg)
 
     comp = pd.read_csv(out / "metrics" / "comparisons.csv")
