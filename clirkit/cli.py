@@ -131,6 +131,9 @@ def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) 
 
 #: extra spellings of an option (the field's own name always works: ``rates`` -> ``--rates``)
 ALIASES: dict[str, tuple[str, ...]] = {"rates": ("--rate",), "langs": ("--lang",)}
+#: options that only change how results are shown, not what runs: not config fields, so they
+#: are not recorded in config.json and do not stop a grid from reusing the run
+PRESENTATION_OPTIONS = {"as_json"}
 #: help-panel title for the fields a shared options class defines
 PANELS: dict[type[Config], str] = {CommandConfig: "Run options", IndexOptions: "Index options",
                                    RetrievalOptions: "Retrieval options", BenchmarkOptions: "Benchmark options"}
