@@ -1,5 +1,6 @@
-"""The experiment report: the children's tables combined (mean ± sd over seeds, paired tests,
-robustness, greedy attack) into ``metrics/``, ``plots/`` and ``report.md``.
+"""The experiment report: the children's tables combined (mean ± sd over seeds, paired tests
+against the baseline, comparisons between named pairs of systems, robustness, greedy attack)
+into ``metrics/``, ``plots/`` and ``report.md``.
 
 It reads what the stages wrote (``metrics/per_query.csv``, ``robustness.csv``,
 ``greedy_summary.csv``) and imports only :mod:`clirkit.measures` and :mod:`clirkit.tables`.

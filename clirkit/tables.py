@@ -142,9 +142,10 @@ def print_table(df: pd.DataFrame, title: str | None = None, *, labels: list[str]
                                   title=label)
             for j in range(len(shown)):
                 table.add_row(*(Text(cells[c][j]) for c in [*labels, *block]))
-            console.print(table)
+            console.print(table, soft_wrap=False)  # a long title wraps even on a soft-wrapping console
     if len(df) > len(shown):
-        console.print(Text(f"... {len(df) - len(shown)} more rows" + (f" in {title}" if title else "")))
+        console.print(Text(f"... {len(df) - len(shown)} more rows" + (f" in {title}" if title else "")),
+                      soft_wrap=False)
 
 
 def _width(columns: list[str], cells: dict[str, list[str]]) -> int:
@@ -156,13 +157,13 @@ def _print_records(shown: pd.DataFrame, labels: list[str], values: list[str], ce
                    title: str | None, console: Console) -> None:
     """One block per row: its labels as a heading, then one ``column  value`` line per value."""
     if title:
-        console.print(Text(title, style="italic"))
+        console.print(Text(title, style="italic"), soft_wrap=False)
     for j in range(len(shown)):
-        console.print(Text(" · ".join(cells[c][j] for c in labels), style="bold"))
+        console.print(Text(" · ".join(cells[c][j] for c in labels), style="bold"), soft_wrap=False)
         table = console_table(("", {"overflow": "fold"}), ("", {"overflow": "fold"}))
         for c in values:
             table.add_row(Text(str(c)), Text(cells[c][j]))
-        console.print(table)
+        console.print(table, soft_wrap=False)
 
 
 def display_robustness(table: pd.DataFrame) -> pd.DataFrame:
