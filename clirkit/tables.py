@@ -89,9 +89,10 @@ def print_table(df: pd.DataFrame, title: str | None = None, *, labels: list[str]
 
     The label columns (:func:`label_columns`, or ``labels``) are repeated in as many column
     blocks as the width needs, the way pandas wraps a wide frame, so every header and value
-    stays whole on one line: numbers never wrap, labels fold only when they alone would fill
-    the width, and when even one value column does not fit beside them each row becomes its
-    own block of ``column  value`` lines. Numbers show 4 significant digits.
+    stays whole on one line. When the table is too wide, a label every row shares moves to
+    the title; numbers never wrap; labels fold (to 10 characters at least) only when they
+    would leave no room for one value column, and when even that is too wide each row becomes
+    its own block of ``column  value`` lines. Numbers show 4 significant digits.
 
     Args:
         df: the table (files keep every digit; this is only the display).
