@@ -84,21 +84,36 @@ def _fail(e: ClirkitError) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def _call(fn: Callable[[Any], Path], cfg: Config) -> None:
+def _call(fn: Callable[[Any], Path], cfg: Config, json_tables: tuple[str, ...] = ()) -> None:
     """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line.
 
     A computing command's device and precision are checked first, so a missing GPU fails
-    before anything is written.
+    before anything is written. With ``json_tables`` (``--json``) the console tables are not
+    shown and stdout is one line of JSON, ``{"run": path, <table>: [rows]}`` from the run's
+    ``metrics/<table>.csv``, then the path: ``run=$(clirkit eval --json ... | tail -1)`` still
+    works and ``head -1`` is the JSON.
     """
+    from clirkit.progress import out
+
+    quiet = out.quiet
     try:
         if isinstance(cfg, CommandConfig):
             from clirkit.device import resolve_runtime
 
             resolve_runtime(cfg.device, cfg.precision)
+        out.quiet = quiet or bool(json_tables)  # stdout is for the JSON line and the path only
         path = fn(cfg)
     except ClirkitError as e:
         _fail(e)
+    finally:
+        out.quiet = quiet
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+        if json_tables:
+            import json
+
+            from clirkit.tables import json_summary
+
+            print(json.dumps(json_summary(path, list(json_tables))), flush=True)
         print(path, flush=True)
 
 
@@ -116,6 +131,9 @@ def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) 
 
 #: extra spellings of an option (the field's own name always works: ``rates`` -> ``--rates``)
 ALIASES: dict[str, tuple[str, ...]] = {"rates": ("--rate",), "langs": ("--lang",)}
+#: options that only change how results are shown, not what runs: not config fields, so they
+#: are not recorded in config.json and do not stop a grid from reusing the run
+PRESENTATION_OPTIONS = {"as_json"}
 #: help-panel title for the fields a shared options class defines
 PANELS: dict[type[Config], str] = {CommandConfig: "Run options", IndexOptions: "Index options",
                                    RetrievalOptions: "Retrieval options", BenchmarkOptions: "Benchmark options"}
@@ -221,24 +239,33 @@ def _lazy(target: str) -> Callable[[Any], Path]:
 
 
 def config_command(group: typer.Typer, names: str | tuple[str, ...], cls: type[Config], fn: Callable | str,
-                   arguments: tuple[str, ...] = (), help: str | None = None) -> None:
+                   arguments: tuple[str, ...] = (), help: str | None = None, json_tables: tuple[str, ...] = ()
+                   ) -> None:
     """Register a command whose options are ``cls``'s fields and which calls ``fn(cfg)``.
 
     The command only validates what was given into ``cls`` (over the global options for a
     :class:`CommandConfig`) and calls ``fn`` (``"module:function"`` is imported lazily), so the
     command line and the config, TOML grids included, cannot drift apart. Further ``names``
-    are hidden aliases.
+    are hidden aliases. With ``json_tables`` the command also takes ``--json`` (see
+    :func:`_call`): how results are shown is not part of the run's configuration, so it is
+    not a config field (it would change the run's hash and defeat reuse).
     """
     run = _lazy(fn) if isinstance(fn, str) else fn
     params = config_params(cls, arguments)
+    if json_tables:
+        names_shown = ", ".join(t.replace("*", "<task>") for t in json_tables)
+        params.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--json", help=f"print the results ({names_shown}) as one line of JSON instead of "
+                                              f"tables; the run directory stays the last line")]))
     list_fields = {n for n, f in cls.model_fields.items() if _is_list(f.annotation) and n not in arguments}
     takes_globals = issubclass(cls, CommandConfig)
 
     def command(ctx: typer.Context, **values: Any) -> None:
+        as_json = values.pop("as_json", False)
         given = {k: _items(k, v) if k in list_fields and v else v for k, v in values.items()
                  if v is not None and not (k in list_fields and v == [])}
         given.update({k: v for k, v in values.items() if k in arguments})
-        _call(run, _config(cls, ctx if takes_globals else None, **given))
+        _call(run, _config(cls, ctx if takes_globals else None, **given), json_tables if as_json else ())
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     command.__signature__ = inspect.Signature([ctx_param, *params])  # type: ignore[attr-defined]
@@ -258,9 +285,11 @@ config_command(app, "distill", DistillConfig, "clirkit.distill:run_distill",
 config_command(app, "index", IndexConfig, "clirkit.index:run_index",
                help="Encode a corpus and build a FAISS index (reused when model and corpus are unchanged).")
 config_command(app, "eval", EvalConfig, "clirkit.evaluate:run_eval",
-               help="Search a prepared dataset (or score XGLUE) and write ir_measures tables.")
+               help="Search a prepared dataset (or score XGLUE) and write ir_measures tables.",
+               json_tables=("aggregate", "xglue_*"))
 config_command(app, ("attack", "perturb"), AttackConfig, "clirkit.attack:run_attack",
-               help="Perturb the queries (random or greedy) and report clean vs attacked retrieval quality.")
+               help="Perturb the queries (random or greedy) and report clean vs attacked retrieval quality.",
+               json_tables=("robustness", "greedy_summary", "xglue_*_robustness"))
 config_command(app, "fuse", FuseConfig, "clirkit.fuse:run_fuse", arguments=("runs",),
                help="Fuse the runs of eval experiments (RRF, CombSUM, CombMNZ) and score the fused run.")
 
@@ -286,20 +315,37 @@ def run_cmd(
 def report_cmd(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="a finished `clirkit run` experiment directory")],
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", help="A:B: compare system A with system B per query (repeatable; replaces the grid's "
+                          "compare pairs)")] = None,
 ) -> None:
     """Rebuild an experiment's tables, plots and report.md from its runs, into a new directory."""
-    from clirkit.experiment import load_children
+    from clirkit.experiment import ExperimentConfig, load_children
     from clirkit.report import build_report
     from clirkit.rundir import start_run
 
     def go(_: Config) -> Path:
         children, cfg = load_children(run)
+        if compare:
+            cfg = build(ExperimentConfig, "--compare", **{**cfg.model_dump(), "compare": _pairs(compare)})
         with start_run(ctx.obj["runs_dir"], "report", cfg, cfg.seed, uses_device=False) as new:  # no compute
             new.record(report_of=str(run))
             build_report(new.path, children, cfg)
         return new.path
 
     _call(go, Config())
+
+
+def _pairs(items: list[str]) -> list[tuple[str, str]]:
+    """``A:B`` options as ``(A, B)`` pairs (each option may also hold comma-separated pairs)."""
+    pairs = []
+    for item in _items("compare", items):
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b or ":" in b:
+            raise ClirkitError(f"--compare {item!r} is not A:B",
+                               fix="name two systems, e.g. --compare static-ot:zero-shot")
+        pairs.append((a, b))
+    return pairs
 
 
 @app.command("reproduce")

@@ -81,6 +81,9 @@ class ExperimentConfig(CommandConfig):
     description: str = Field("", description="what the experiment asks")
     seeds: list[int] = Field(default_factory=lambda: [0], description="training seeds (mean ± sd over them)")
     baseline: str = Field("zero-shot", description="system the significance tests compare against")
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of systems [A, B] to compare per query (A - B: paired t-test and "
+                                          "randomisation test, Holm-corrected), e.g. [['static-ot', 'static-mse']]")
     prepare: list[dict[str, Any]] = Field(default_factory=list, description="datasets to prepare first "
                                                                           "({source = 'bible', ...})")
     systems: list[SystemSpec] = Field(..., min_length=1, description="the systems of the grid")
@@ -97,6 +100,12 @@ class ExperimentConfig(CommandConfig):
             raise ValueError(f"system names must be unique: {names}")
         if self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a system name ({', '.join(names)})")
+        for a, b in self.compare:
+            unknown = [x for x in (a, b) if x not in names]
+            if unknown:
+                raise ValueError(f"compare names unknown system {unknown[0]!r} (known: {', '.join(names)})")
+            if a == b:
+                raise ValueError(f"compare pairs {a!r} with itself; name two different systems")
         return self
 
 

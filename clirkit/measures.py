@@ -130,3 +130,98 @@ def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFr
     if not out.empty:
         out["p_holm"] = holm(out["p"].to_numpy())
     return out
+
+
+#: randomisation-test resamples of :func:`paired_comparison` (exact when 2**n is fewer)
+N_RESAMPLES = 10_000
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x - y, axis=axis)
+
+
+def paired_comparison(a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                      confidence: float = 0.95) -> dict[str, float]:
+    """System A against system B on the same queries: the mean difference ``A - B``, its t
+    interval, a two-sided paired t-test and a paired randomisation test.
+
+    The t-test and its interval are ``scipy.stats.ttest_rel`` (Student, Biometrika 1908); the
+    randomisation test is ``scipy.stats.permutation_test`` with ``permutation_type="samples"``,
+    which swaps A and B within queries (Fisher's sign-flip test; Smucker, Allan & Carterette,
+    "A Comparison of Statistical Significance Tests for Information Retrieval Evaluation", CIKM
+    2007). It is exact when ``2**n <= n_resamples``, else seeded with ``seed``.
+
+    Args:
+        a: A's per-query values.
+        b: B's per-query values for the same queries, in the same order.
+        n_resamples: randomisation-test resamples.
+        seed: seed of the resamples.
+        confidence: level of the interval.
+
+    Returns:
+        ``n, mean_a, mean_b, delta, ci_low, ci_high, t, p_t, p_rand, resamples`` (``resamples``:
+        the sign assignments the randomisation test used, ``2**n`` when exact). Identical samples
+        give ``t = 0, p = 1`` and a zero-width interval (scipy would give NaN); fewer than two
+        queries give NaN statistics.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = len(a)
+    resamples = min(n_resamples, 2**n)  # scipy enumerates all sign assignments when they are fewer
+    row = {"n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
+           "delta": float((a - b).mean()) if n else math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "t": math.nan, "p_t": math.nan, "p_rand": math.nan, "resamples": resamples}
+    if n < 2:
+        return row
+    if np.allclose(a, b):
+        return {**row, "ci_low": 0.0, "ci_high": 0.0, "t": 0.0, "p_t": 1.0, "p_rand": 1.0}
+    res = stats.ttest_rel(a, b)
+    ci = res.confidence_interval(confidence)
+    perm = stats.permutation_test((a, b), _mean_difference, permutation_type="samples", vectorized=True,
+                                  n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+    return {**row, "ci_low": float(ci.low), "ci_high": float(ci.high), "t": float(res.statistic),
+            "p_t": float(res.pvalue), "p_rand": float(perm.pvalue)}
+
+
+def compare_pairs(per_query: dict[str, pd.DataFrame], pairs: Sequence[Sequence[str]],
+                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """:func:`paired_comparison` of each ``(A, B)`` pair on every measure both tables hold, over
+    the queries both hold.
+
+    Args:
+        per_query: system -> per-query table (index ``query_id``, one column per measure); with
+            several seeds, pass the per-query mean over seeds (the query stays the unit).
+        pairs: ``(A, B)`` system names; a pair naming a system missing here is skipped.
+        n_resamples: randomisation-test resamples.
+        seed: seed of every randomisation test (each test alone is reproducible).
+
+    Returns:
+        One row per pair and measure: ``system_a, system_b, measure`` and the statistics; not
+        corrected for multiple tests (see :func:`holm_columns`).
+    """
+    rows = []
+    for a_name, b_name in pairs:
+        if a_name not in per_query or b_name not in per_query:
+            continue
+        a_df, b_df = per_query[a_name], per_query[b_name]
+        common = a_df.index.intersection(b_df.index)
+        for measure in a_df.columns.intersection(b_df.columns):
+            stats_row = paired_comparison(a_df.loc[common, measure].to_numpy(), b_df.loc[common, measure].to_numpy(),
+                                          n_resamples=n_resamples, seed=seed)
+            rows.append({"system_a": a_name, "system_b": b_name, "measure": measure, **stats_row})
+    return pd.DataFrame(rows)
+
+
+def holm_columns(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Add ``<column>_holm`` for each p-value column: Holm-corrected over every row of the table
+    (one family); NaN p-values stay NaN and do not count."""
+    out = table.copy()
+    for col in columns:
+        p = out[col].to_numpy(dtype=float)
+        adj = np.full(len(p), math.nan)
+        ok = ~np.isnan(p)
+        if ok.any():
+            adj[ok] = holm(p[ok])
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_holm", adj)
+    return out

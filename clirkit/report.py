@@ -1,5 +1,6 @@
-"""The experiment report: the children's tables combined (mean ± sd over seeds, paired tests,
-robustness, greedy attack) into ``metrics/``, ``plots/`` and ``report.md``.
+"""The experiment report: the children's tables combined (mean ± sd over seeds, paired tests
+against the baseline, comparisons between named pairs of systems, robustness, greedy attack)
+into ``metrics/``, ``plots/`` and ``report.md``.
 
 It reads what the stages wrote (``metrics/per_query.csv``, ``robustness.csv``,
 ``greedy_summary.csv``) and imports only :mod:`clirkit.measures` and :mod:`clirkit.tables`.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clirkit.measures import parse_measures, significance
+from clirkit.measures import N_RESAMPLES, compare_pairs, holm_columns, parse_measures, significance
 from clirkit.tables import display_robustness, plot_robustness, print_table, write_robustness, write_table
 
 __all__ = ["build_report", "formatted", "mean_sd_table", "print_table", "write_table"]
@@ -95,6 +96,11 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
         sections += [f"## Paired t-tests against {cfg.baseline} (Holm-corrected)\n",
                      shown.to_markdown(index=False, floatfmt=".4g") + "\n"]
 
+    comparisons = compare_table(per_query, getattr(cfg, "compare", []), seed=_seed(cfg))
+    if not comparisons.empty:
+        write_table(comparisons, metrics / "comparisons")
+        sections += comparison_section(comparisons, per_query, seed=_seed(cfg))
+
     rob = _collect(children.get("attack", []), "random", "robustness.csv")
     if not rob.empty:
         shown = write_robustness(rob, metrics / "robustness")
@@ -115,11 +121,73 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
         sections += ["## Runs\n", steps.fillna("").to_markdown(index=False) + "\n"]
     (run / "report.md").write_text("\n".join(s for s in sections if s), encoding="utf-8")
     print_table(formatted(table, measures).drop(columns=["seeds"]), title=f"{cfg.name}: retrieval")
+    if not comparisons.empty:
+        print_table(display_comparisons(comparisons), title=f"{cfg.name}: comparisons (A - B, Holm-corrected)")
     if not rob.empty:
         print_table(display_robustness(rob), title=f"{cfg.name}: robustness")
     if not greedy.empty:
         print_table(greedy, title=f"{cfg.name}: greedy attack")
     return table
+
+
+def _seed(cfg) -> int:
+    seeds = getattr(cfg, "seeds", None) or [0]
+    return int(seeds[0])
+
+
+def compare_table(per_query: dict[tuple[str, str], dict[str, list[pd.DataFrame]]], pairs, seed: int = 0,
+                  n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Every ``(A, B)`` pair on every dataset x scoring x measure (:func:`clirkit.measures.compare_pairs`),
+    paired per query on the mean over seeds, Holm-corrected over the whole table (one family).
+
+    Args:
+        per_query: ``(dataset, scoring) -> system -> per-query tables, one per seed``.
+        pairs: ``(A, B)`` system names.
+        seed: seed of the randomisation tests.
+        n_resamples: randomisation-test resamples.
+    """
+    parts = []
+    for (dataset, scoring), systems in per_query.items():
+        means = {name: sum(dfs) / len(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
+        part = compare_pairs(means, pairs, n_resamples=n_resamples, seed=seed)
+        if not part.empty:
+            part.insert(0, "dataset", dataset)
+            part.insert(1, "scoring", scoring)
+            part.insert(4, "seeds_a", [len(systems[a]) for a in part["system_a"]])
+            part.insert(5, "seeds_b", [len(systems[b]) for b in part["system_b"]])
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame()
+    return holm_columns(pd.concat(parts, ignore_index=True), ["p_t", "p_rand"])
+
+
+def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons for people, as text: ``A - B`` and its 95% CI to 4 decimals, p-values to 3
+    significant digits (``1.2e-05`` stays readable)."""
+    shown = table[["dataset", "scoring", "system_a", "system_b", "measure", "n"]].rename(
+        columns={"system_a": "A", "system_b": "B", "n": "queries"})
+    shown["A - B"] = [f"{d:.4f}" for d in table["delta"]]
+    shown["95% CI"] = [("n/a" if pd.isna(lo) else f"[{lo:.4f}, {hi:.4f}]") for lo, hi in zip(table["ci_low"],
+                                                                                             table["ci_high"])]
+    for col, name in [("p_t_holm", "p t-test (Holm)"), ("p_rand_holm", "p rand. (Holm)")]:
+        shown[name] = [("n/a" if pd.isna(p) else f"{p:.3g}") for p in table[col]]
+    return shown
+
+
+def comparison_section(table: pd.DataFrame, per_query: dict, seed: int) -> list[str]:
+    """The report's "Comparisons" section: how the tests were run, then the table."""
+    several = any(len(dfs) > 1 for systems in per_query.values() for dfs in systems.values())
+    resamples = sorted(set(table["resamples"]))
+    how = (f"A - B per query on the same queries; two-sided paired t-test (scipy `ttest_rel`) and paired "
+           f"randomisation test (scipy `permutation_test`, A and B swapped within queries, "
+           f"{', '.join(map(str, resamples))} resamples, seed {seed}; exact when every assignment is counted). "
+           f"p-values are Holm-corrected over all {len(table)} tests (one family: every comparison, dataset, "
+           f"scoring and measure); the interval is the 95% t interval of the mean difference.")
+    if several:
+        how += " A system with several training seeds is paired per query on its mean over the seeds."
+    return ["## Comparisons\n", how + "\n",
+            display_comparisons(table).to_markdown(index=False, disable_numparse=True,
+                                                   colalign=("left",) * 5 + ("right",) * 5) + "\n"]
 
 
 def _collect(children: list[dict], search: str, name: str) -> pd.DataFrame:

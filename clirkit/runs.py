@@ -275,52 +275,6 @@ def _started(iso: str | None) -> str:
     return iso[5:16].replace("T", " ") if iso else "-"
 
 
-def _table(*columns: tuple[str, dict[str, Any]], title: str | None = None):
-    """A rich table that stays readable at 80 columns: short columns never wrap, long ones fold
-    at a sensible minimum width (never one letter per line)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
-                  show_header=any(name for name, _ in columns))
-    for name, opts in columns:
-        table.add_column(name, **opts)
-    return table
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4f}"
-    return str(v)
-
-
-def print_frame(df, title: str, width: int, max_rows: int = 30) -> None:
-    """A metrics table in as many column blocks as 80 columns need (id columns repeated), like
-    pandas wraps a wide frame, instead of squeezing every column to a letter."""
-    from clirkit.progress import out
-
-    shown = df.head(max_rows)
-    ids = [c for c in df.columns if not _is_number(df[c])]
-    values = [c for c in df.columns if c not in ids]
-    cells = {c: [_fmt(v) for v in shown[c]] for c in df.columns}
-    need = {c: max([len(str(c)), *map(len, cells[c])]) + 3 for c in df.columns}  # + padding and separator
-    base = sum(min(need[c], 30) for c in ids)
-    blocks: list[list[str]] = [[]]
-    for c in values:
-        if blocks[-1] and base + sum(need[x] for x in blocks[-1]) + need[c] > width:
-            blocks.append([])
-        blocks[-1].append(c)
-    for i, block in enumerate(blocks):
-        label = title if len(blocks) == 1 else f"{title} ({i + 1}/{len(blocks)})"
-        table = _table(*[(str(c), {"overflow": "fold", "min_width": min(need[c] - 3, 12)}) for c in ids],
-                       *[(str(c), {"justify": "right", "no_wrap": True}) for c in block], title=label)
-        for j in range(len(shown)):
-            table.add_row(*(cells[c][j] for c in [*ids, *block]))
-        out.print(table)
-    if len(df) > max_rows:
-        out.print(f"... {len(df) - max_rows} more rows in {title}")
-
-
 def _fail(e: ClirkitError) -> typer.Exit:
     from clirkit.progress import err
 
@@ -342,6 +296,7 @@ def list_cmd(
 ) -> None:
     """List the experiment directories: id, command, status, start, duration, headline measure."""
     from clirkit.progress import out
+    from clirkit.tables import console_table
 
     try:
         runs = list_runs(_runs_dir(ctx, runs_dir))
@@ -357,7 +312,7 @@ def list_cmd(
         return
     # the id names the command and the local start time; the command column only when there is room
     wide = out.width >= 100
-    table = _table(("id", {"no_wrap": True}), *([("command", {"no_wrap": True})] if wide else []),
+    table = console_table(("id", {"no_wrap": True}), *([("command", {"no_wrap": True})] if wide else []),
                    ("status", {"no_wrap": True}), ("started UTC", {"no_wrap": True}),
                    ("took", {"no_wrap": True, "justify": "right"}), ("headline", {"overflow": "fold", "min_width": 12}))
     for r in runs:
@@ -370,6 +325,7 @@ def list_cmd(
 def show_cmd(run: Annotated[Path, typer.Argument(help="an experiment directory")]) -> None:
     """Show a run's configuration, manifest summary and metrics tables."""
     from clirkit.progress import out
+    from clirkit.tables import console_table, print_table
 
     try:
         require_run(run)
@@ -380,7 +336,7 @@ def show_cmd(run: Annotated[Path, typer.Argument(help="an experiment directory")
     git = m.get("git") or {}
     packages = m.get("packages") or {}
     out.print(f"[bold]{info['id']}[/]  {info['command']}, {info['status']}", highlight=False)
-    summary = _table(("", {"no_wrap": True, "style": "bold"}), ("", {"overflow": "fold"}))
+    summary = console_table(("", {"no_wrap": True, "style": "bold"}), ("", {"overflow": "fold"}))
     inputs = input_hashes(m)
     for key, value in [("path", str(run)), ("started", _started(info["started"])),
                        ("took", _duration(info["seconds"])), ("seed", str(m.get("seed", "-"))),
@@ -393,14 +349,13 @@ def show_cmd(run: Annotated[Path, typer.Argument(help="an experiment directory")
                        ("headline", info["headline"])]:
         summary.add_row(key, value)
     out.print(summary)
-    config = _table(("config", {"no_wrap": True}), ("value", {"overflow": "fold"}))
+    config = console_table(("config", {"no_wrap": True}), ("value", {"overflow": "fold"}))
     for key, value in flatten(_json(run / "config.json")).items():
         config.add_row(key, value if isinstance(value, str) else json.dumps(value))
     out.print(config)
-    width = out.width
     for f in sorted((run / "metrics").glob("*.csv")) if (run / "metrics").is_dir() else []:
         if f.name != "per_query.csv":  # one row per query: a file to open, not to print
-            print_frame(_csv(f), f"metrics/{f.name}", width)
+            print_table(_csv(f), f"metrics/{f.name}", max_rows=30)
 
 
 @app.command("diff")
@@ -410,6 +365,7 @@ def diff_cmd(
 ) -> None:
     """Configuration, input hashes and versions of two runs side by side (only what differs)."""
     from clirkit.progress import out
+    from clirkit.tables import console_table
 
     try:
         if len(runs) != 2:
@@ -421,7 +377,7 @@ def diff_cmd(
     if not rows:
         out.print("same configuration, inputs and versions")
         return
-    table = _table(("key", {"overflow": "fold", "min_width": 16}), ("A", {"overflow": "fold", "min_width": 12}),
+    table = console_table(("key", {"overflow": "fold", "min_width": 16}), ("A", {"overflow": "fold", "min_width": 12}),
                    ("B", {"overflow": "fold", "min_width": 12}),
                    title=f"A = {runs[0].name}\nB = {runs[1].name}")
     for row in rows:

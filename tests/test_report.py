@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from typer.testing import CliRunner
 
+from clirkit.cli import app
 from clirkit.report import build_report
+
+runner = CliRunner()
 
 QIDS = ["q1", "q2", "q3", "q4"]
 VALUES = {  # system -> seed -> nDCG@10 per query
@@ -66,3 +72,121 @@ def test_report_tables_hold_the_right_numbers(tmp_path):
     report = (out / "report.md").read_text()
     assert f"{np.mean(seed_means['optical']):.4f} ± {np.std(seed_means['optical'], ddof=1):.4f}" in report
     assert "[0.1000, 0.2000]" in report and "plots/nDCG@10.png" in report
+
+
+# --------------------------------------------------------------------------- comparisons between any two systems
+
+THIRD = {"mse": {0: [0.4, 0.1, 0.2, 0.5], 1: [0.2, 0.3, 0.2, 0.7]}}
+
+
+def _children(root, values):
+    children = {"eval": []}
+    for system, seeds in values.items():
+        for seed, vals in seeds.items():
+            for dataset in ("/data/bible-en-tl", "/data/bible-en-tl-xref"):
+                run = _eval_run(root, f"{system}-{seed}-{dataset[-4:]}", vals)
+                children["eval"].append({"run": str(run), "system": system, "dataset": dataset,
+                                         "scoring": "dense", "seed": seed})
+    return children
+
+
+def test_report_compares_any_two_systems(tmp_path):
+    values = {**VALUES, **THIRD}
+    children = _children(tmp_path, values)
+    out = tmp_path / "exp"
+    out.mkdir()
+    cfg = SimpleNamespace(name="tiny", description="", baseline="zero-shot", seeds=[0, 1],
+                          compare=[("optical", "mse"), ("mse", "zero-shot")],
+                          eval=SimpleNamespace(measures=["nDCG@10"]))
+    build_report(out, children, cfg)
+
+    comp = pd.read_csv(out / "metrics" / "comparisons.csv")
+    assert len(comp) == 2 * 2  # 2 pairs x 2 datasets x 1 measure
+    assert set(zip(comp.system_a, comp.system_b)) == {("optical", "mse"), ("mse", "zero-shot")}
+    row = comp[(comp.system_a == "optical") & (comp.dataset == "bible-en-tl")].iloc[0]
+    a = np.mean(list(VALUES["optical"].values()), axis=0)  # per query, mean over seeds
+    b = np.mean(list(THIRD["mse"].values()), axis=0)
+    res = stats.ttest_rel(a, b)
+    assert row["delta"] == pytest.approx((a - b).mean())
+    assert row["p_t"] == pytest.approx(res.pvalue)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(res.confidence_interval(0.95)))
+    assert row["resamples"] == 2**4 and row["seeds_a"] == 2 and row["seeds_b"] == 2 and row["n"] == 4
+    assert 0 < row["p_rand"] <= 1
+    # one Holm family over every comparison, dataset and measure: 4 tests
+    order = np.argsort(comp["p_t"].to_numpy())
+    assert comp["p_t_holm"].iloc[order[0]] == pytest.approx(min(1.0, 4 * comp["p_t"].iloc[order[0]]))
+    assert (comp["p_rand_holm"] >= comp["p_rand"]).all()
+
+    report = (out / "report.md").read_text()
+    section = report.split("## Comparisons")[1].split("##")[0]
+    assert "mean over the seeds" in section and "16 resamples" in section and "Holm" in section
+    line = next(x for x in section.splitlines() if x.startswith("| bible-en-tl ") and "| optical " in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:6] == ["bible-en-tl", "dense", "optical", "mse", "nDCG@10", "4"]
+    assert cells[6] == f"{(a - b).mean():.4f}" and cells[8] == f"{row['p_t_holm']:.3g}"
+
+
+def test_report_without_compare_has_no_comparisons(tmp_path):
+    children = _children(tmp_path, VALUES)
+    out = tmp_path / "exp"
+    out.mkdir()
+    cfg = SimpleNamespace(name="tiny", description="", baseline="zero-shot", eval=SimpleNamespace(measures=["nDCG@10"]))
+    build_report(out, children, cfg)
+    assert not (out / "metrics" / "comparisons.csv").exists()
+    assert "## Comparisons" not in (out / "report.md").read_text()
+
+
+def _grid(tmp_path, tiny_model, beir5, extra=""):
+    path = tmp_path / "exp.toml"
+    path.write_text(f"""
+name = "tiny"
+seeds = [0]
+baseline = "zero-shot"
+{extra}
+
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+
+[[systems]]
+name = "same-model"
+model = "{tiny_model}"
+
+[eval]
+datasets = ["{beir5}"]
+measures = ["nDCG@10", "RR@10"]
+""", encoding="utf-8")
+    return path
+
+
+def test_compare_naming_an_unknown_system_fails_before_any_work(tmp_path, tiny_model, beir5, runs_dir):
+    exp = _grid(tmp_path, tiny_model, beir5, extra='compare = [["same-model", "zero-shot"], ["zero-shot", "nope"]]')
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "'nope'" in r.stderr and "known: zero-shot, same-model" in r.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # nothing ran, nothing written
+
+
+def test_report_compare_option(tmp_path, tiny_model, beir5, runs_dir):
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(_grid(tmp_path, tiny_model, beir5))])
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    assert not (run / "metrics" / "comparisons.csv").exists()  # the grid names no pairs
+
+    before = set(runs_dir.iterdir())
+    bad = runner.invoke(app, ["--runs-dir", str(runs_dir), "report", str(run), "--compare", "same-model:nope"])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "'nope'" in bad.stderr and "zero-shot, same-model" in bad.stderr
+    malformed = runner.invoke(app, ["--runs-dir", str(runs_dir), "report", str(run), "--compare", "same-model"])
+    assert malformed.exit_code == 2 and "not A:B" in malformed.stderr
+    assert set(runs_dir.iterdir()) == before  # no report directory started
+
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "report", str(run), "--compare", "same-model:zero-shot"])
+    assert r.exit_code == 0, r.stderr
+    new = Path(r.stdout.strip().splitlines()[-1])
+    comp = pd.read_csv(new / "metrics" / "comparisons.csv")
+    assert list(comp.measure) == ["nDCG@10", "RR@10"] and set(comp.system_a) == {"same-model"}
+    assert (comp.delta == 0).all() and (comp.p_t == 1).all() and (comp.p_rand_holm == 1).all()  # one model twice
+    assert json.loads((new / "config.json").read_text())["compare"] == [["same-model", "zero-shot"]]
+    assert "## Comparisons" in (new / "report.md").read_text()
