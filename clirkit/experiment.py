@@ -4,6 +4,10 @@ then one report with tables and plots (``clirkit run experiments/demo.toml``).
 Every step is an ordinary command run (its own experiment directory); the experiment's own
 directory records them in ``children.json`` and holds the combined tables (mean ± sd over
 seeds, paired significance against the baseline, robustness) and ``report.md``.
+
+The steps form a dependency graph (:func:`grid_steps`) that :mod:`clirkit.launch` runs in this
+process (the default), in ``--jobs N`` local worker processes, or as Slurm jobs
+(``--launcher slurm`` with a ``[slurm]`` table), all on one shared runs directory.
 """
 
 from __future__ import annotations

@@ -189,6 +189,8 @@ def run_graph(tasks: list[Task], launch: Launch) -> Outcome:
                     handle = launch.submit(task.key, plan.fn, *plan.args)
                 running[handle] = task
             if not running:
+                if pending and not any(all(a in out.results for a in t.after) for t in pending):
+                    raise ValueError(f"tasks wait for each other in a cycle: {[t.key for t in pending]}")
                 continue
             finished = [h for h in running if h.done()] or launch.wait(list(running))
             for handle in finished:
