@@ -40,6 +40,7 @@ from clirkit.config import (  # noqa: E402
 )
 from clirkit.data import SOURCES  # noqa: E402
 from clirkit.errors import ClirkitError  # noqa: E402
+from clirkit.launch import LaunchOptions  # noqa: E402
 from clirkit.progress import err  # noqa: E402
 
 app = typer.Typer(name="clirkit", rich_markup_mode="rich", no_args_is_help=True,
@@ -299,12 +300,16 @@ def run_cmd(
     ctx: typer.Context,
     experiment: Annotated[Path, typer.Argument(help="an experiment file, e.g. experiments/demo.toml")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. seeds=[0,1,2]")] = None,
+    launcher: Annotated[str | None, typer.Option(help=_help(LaunchOptions.model_fields["launcher"]),
+                                                 show_default="local")] = None,
+    jobs: Annotated[int | None, typer.Option(help=LaunchOptions.model_fields["jobs"].description)] = None,
 ) -> None:
     """Run a whole experiment grid (prepare, distill, eval, attack) and write one report."""
     from clirkit.experiment import load_experiment, run_experiment
 
     def go(_: Config) -> Path:
         given = {k: v for k, v in ctx.obj.items() if k != "seed"}  # an experiment's seeds are its own
+        given.update({k: v for k, v in {"launcher": launcher, "jobs": jobs}.items() if v is not None})
         cfg = load_experiment(experiment, overrides or [], **given)
         return run_experiment(cfg, str(experiment))
 

@@ -4,11 +4,17 @@ then one report with tables and plots (``clirkit run experiments/demo.toml``).
 Every step is an ordinary command run (its own experiment directory); the experiment's own
 directory records them in ``children.json`` and holds the combined tables (mean ± sd over
 seeds, paired significance against the baseline, robustness) and ``report.md``.
+
+The steps form a dependency graph (:func:`grid_steps`) that :mod:`clirkit.launch` runs in this
+process (the default), in ``--jobs N`` local worker processes, or as Slurm jobs
+(``--launcher slurm`` with a ``[slurm]`` table), all on one shared runs directory.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,18 @@ from clirkit.config import (
 )
 from clirkit.data.formats import CARD
 from clirkit.errors import ClirkitError
-from clirkit.rundir import find_completed, read_json, start_run, write_json
+from clirkit.launch import (
+    Call,
+    Done,
+    LaunchOptions,
+    Outcome,
+    Task,
+    check_launcher,
+    make_launch,
+    run_graph,
+    submitit_folder,
+)
+from clirkit.rundir import config_record, find_completed, read_json, run_status, start_run, write_json
 
 log = logging.getLogger("clirkit")
 
@@ -74,8 +91,9 @@ class AttackGrid(Config):
                                                           "grid's)")
 
 
-class ExperimentConfig(CommandConfig):
-    """An experiment file (``experiments/*.toml``)."""
+class ExperimentConfig(LaunchOptions, CommandConfig):
+    """An experiment file (``experiments/*.toml``); ``launcher``, ``jobs`` and ``[slurm]``
+    (:class:`clirkit.launch.LaunchOptions`) say where its steps run."""
 
     name: str = Field(..., description="experiment name")
     description: str = Field("", description="what the experiment asks")
@@ -162,81 +180,188 @@ def _reuse(cfg: ExperimentConfig, command: str, step: Config, seed: int) -> Path
     return path
 
 
-def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tuple[str, int], str]:
-    """Train (or name) every system's model for every seed: {(system, seed): model spec}."""
-    models: dict[tuple[str, int], str] = {}
+#: the stage each kind of grid step runs (imported in the process that runs it)
+STAGES = {"distill": "clirkit.distill:run_distill", "eval": "clirkit.evaluate:run_eval",
+          "attack": "clirkit.attack:run_attack"}
+
+
+def run_step(command: str, step: Config) -> str:
+    """Run one grid step, ``clirkit <command>`` with config ``step``, and return its experiment
+    directory. Runs in this process, a local worker or a Slurm job (so it is module level: it pickles)."""
+    module, _, name = STAGES[command].partition(":")
+    return str(getattr(importlib.import_module(module), name)(step))
+
+
+@dataclass
+class _Step:
+    """A grid step as children.json records it once it completes."""
+
+    command: str
+    entry: dict[str, Any]  # its "run" filled in when it completes
+    seed: int
+    config: Config | None = None  # set when planned
+
+
+def _plan(cfg: ExperimentConfig, step: _Step, config: Config) -> Call | Done:
+    """Reuse a completed run of ``config`` or launch it."""
+    step.config = config
+    path = _reuse(cfg, step.command, config, step.seed)
+    return Done(str(path)) if path is not None else Call(run_step, (step.command, config))
+
+
+def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
+    """The grid as a dependency graph, in the order a single process runs it.
+
+    A distillation per distilled system and seed waits for nothing (datasets are prepared
+    before); an evaluation waits for its system's distillation for that seed, and for the
+    first evaluation with the same named model, dataset and scoring (which builds the index
+    the others reuse); an attack waits for every evaluation of its model (the first seed's),
+    whose indexes it reuses. Configurations are built when a step is launched, from the
+    directories of the steps it waited for.
+
+    Returns:
+        The tasks for :func:`clirkit.launch.run_graph` and each task's :class:`_Step`, by key.
+    """
+    from clirkit.config import AttackConfig, DistillConfig
+
+    tasks: list[Task] = []
+    steps: dict[str, _Step] = {}
+    by_name = {s.name: s for s in cfg.systems}
+    models: dict[tuple[str, int], tuple[str | None, str | None]] = {}  # (system, seed): (model, distill key)
     for system in cfg.systems:
         for seed in cfg.seeds if system.seeded else cfg.seeds[:1]:
             if system.model is not None:
-                models[(system.name, seed)] = system.model
+                models[(system.name, seed)] = (system.model, None)
                 continue
-            from clirkit.config import DistillConfig
-            from clirkit.distill import run_distill
+            key = f"distill {system.name} seed {seed}"
+            steps[key] = step = _Step("distill", {"system": system.name, "seed": seed, "run": None}, seed)
 
-            dcfg = build(DistillConfig, f"system {system.name}", **{
-                **system.distill, "runs_dir": cfg.runs_dir, "seed": seed, "device": cfg.device})
-            path = _reuse(cfg, "distill", dcfg, seed) or run_distill(dcfg)
-            children.setdefault("distill", []).append({"system": system.name, "seed": seed, "run": str(path)})
-            models[(system.name, seed)] = str(path)
-    return models
+            def plan(done: dict[str, Any], system: SystemSpec = system, step: _Step = step) -> Call | Done:
+                return _plan(cfg, step, build(DistillConfig, f"system {system.name}", **{
+                    **system.distill, "runs_dir": cfg.runs_dir, "seed": step.seed, "device": cfg.device}))
 
+            tasks.append(Task(key, plan))
+            models[(system.name, seed)] = (None, key)
 
-def _evaluate(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children: dict[str, Any]) -> None:
-    from clirkit.evaluate import run_eval
+    def model_of(name: str, seed: int, done: dict[str, Any]) -> str:
+        model, distilled = models[(name, seed)]
+        return done[distilled] if distilled is not None else model
 
-    by_name = {s.name: s for s in cfg.systems}
+    evals: dict[tuple[str, int], list[str]] = {}
+    index_builder: dict[tuple[str, str, str], str] = {}
     for dataset in cfg.eval.datasets:
         for scoring in cfg.eval.scoring:
-            for (name, seed), model in models.items():
-                ecfg = EvalConfig(model=model, dataset=dataset, scoring=scoring, measures=cfg.eval.measures,
-                                  top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
-                                  rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
-                                  runs_dir=cfg.runs_dir, seed=seed, device=cfg.device)
-                path = _reuse(cfg, "eval", ecfg, seed) or run_eval(ecfg)
-                children.setdefault("eval", []).append({"system": name, "seed": seed, "dataset": str(dataset),
-                                                        "scoring": scoring, "run": str(path)})
+            for (name, seed), (model, distilled) in models.items():
+                key = f"eval {name} seed {seed} {dataset} {scoring}"
+                steps[key] = step = _Step("eval", {"system": name, "seed": seed, "dataset": str(dataset),
+                                                   "scoring": scoring, "run": None}, seed)
+                after = [distilled] if distilled is not None else []
+                if model is not None:
+                    first = index_builder.setdefault((model, str(dataset), scoring), key)
+                    after += [first] if first != key else []
+                evals.setdefault((name, seed), []).append(key)
 
+                def plan(done: dict[str, Any], name: str = name, dataset: Path = dataset, scoring: str = scoring,
+                         step: _Step = step) -> Call | Done:
+                    return _plan(cfg, step, EvalConfig(
+                        model=model_of(name, step.seed, done), dataset=dataset, scoring=scoring,
+                        measures=cfg.eval.measures, top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
+                        rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
+                        runs_dir=cfg.runs_dir, seed=step.seed, device=cfg.device))
 
-def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children: dict[str, Any]) -> None:
-    from clirkit.attack import run_attack
-    from clirkit.config import AttackConfig
+                tasks.append(Task(key, plan, tuple(after)))
 
     grid = cfg.attack
-    assert grid is not None
-    by_name = {s.name: s for s in cfg.systems}
+    if grid is None:
+        return tasks, steps
     dataset = grid.dataset or cfg.eval.datasets[0]
     first_seed = cfg.seeds[0]
-    names = grid.systems or [s.name for s in cfg.systems]
     searches: list[dict[str, Any]] = [{"sample": grid.sample}] + (
         [{"search": "greedy", **grid.greedy}] if grid.greedy else [])
-    for name in names:
+    for name in grid.systems or [s.name for s in cfg.systems]:
         if name not in by_name:
             raise ClirkitError(f"attack names unknown system {name!r}", fix=f"use one of: {', '.join(by_name)}")
+        distilled = models[(name, first_seed)][1]
+        after = ([distilled] if distilled is not None else []) + evals.get((name, first_seed), [])
         for scoring in grid.scoring:
             for extra in searches:
-                acfg = build(AttackConfig, f"attack of {name}", model=[models[(name, first_seed)]],
-                             dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
-                             scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
-                             measures=cfg.eval.measures, maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
-                             rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
-                             device=cfg.device, **extra)
-                path = _reuse(cfg, "attack", acfg, first_seed) or run_attack(acfg)
-                children.setdefault("attack", []).append({"system": name, "scoring": scoring, "run": str(path),
-                                                          "search": extra.get("search", "random")})
+                search = extra.get("search", "random")
+                key = f"attack {name} {scoring} {search}"
+                steps[key] = step = _Step("attack", {"system": name, "scoring": scoring, "run": None,
+                                                     "search": search},
+                                          first_seed)
+
+                def plan(done: dict[str, Any], name: str = name, scoring: str = scoring,
+                         extra: dict[str, Any] = extra, step: _Step = step) -> Call | Done:
+                    return _plan(cfg, step, build(
+                        AttackConfig, f"attack of {name}", model=[model_of(name, first_seed, done)],
+                        dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
+                        scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
+                        measures=cfg.eval.measures, maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
+                        rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
+                        device=cfg.device, **extra))
+
+                tasks.append(Task(key, plan, tuple(after)))
+    return tasks, steps
+
+
+def _failed_run(runs_dir: Path, step: _Step) -> str | None:
+    """The newest failed experiment directory of ``step`` (the one this grid left), if any."""
+    if step.config is None:
+        return None
+    want = config_record(step.command, step.config, step.seed)
+    for path in sorted(Path(runs_dir).glob(f"*-{step.command}-*"), reverse=True):
+        if path.is_dir() and run_status(path) == "failed":
+            try:
+                if read_json(path / "config.json") == want:
+                    return str(path)
+            except ClirkitError:
+                continue
+    return None
+
+
+def _children(outcome: Outcome, steps: dict[str, _Step], runs_dir: Path, children: dict[str, Any]) -> None:
+    """Record completed steps in grid order (``distill``, ``eval``, ``attack`` lists), then the
+    failed and skipped ones."""
+    for key, step in steps.items():
+        if key in outcome.results:
+            children.setdefault(step.command, []).append({**step.entry, "run": outcome.results[key]})
+    if outcome.failed:
+        children["failed"] = [{"step": k, "error": e, "run": _failed_run(runs_dir, steps[k])}
+                              for k, e in outcome.failed.items()]
+    if outcome.skipped:
+        children["skipped"] = [{"step": k, "waits_for": w} for k, w in outcome.skipped.items()]
 
 
 def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:
-    """``clirkit run``: the whole grid, then the report, in one experiment directory."""
-    with start_run(cfg.runs_dir, "run", cfg, cfg.seeds[0]) as run:
+    """``clirkit run``: the whole grid, then the report, in one experiment directory.
+
+    Steps run on ``cfg.launcher`` (:mod:`clirkit.launch`). A failed step fails the grid with a
+    message naming it, after every step that does not wait for it has run; running the grid
+    again reuses the completed steps and redoes the others.
+    """
+    check_launcher(cfg)
+    tasks, steps = grid_steps(cfg)
+    # a Slurm grid's own process computes nothing: its login node needs no GPU
+    with start_run(cfg.runs_dir, "run", cfg, cfg.seeds[0], uses_device=cfg.launcher == "local") as run:
         children: dict[str, Any] = {"prepared": [str(p) for p in _prepare(cfg.prepare, origin)]}
         write_json(run.path / "children.json", children)
-        models = _system_models(cfg, children)
+        folder = submitit_folder(cfg.runs_dir, run.id)
+        if cfg.launcher != "local":
+            run.record(jobs_folder=str(folder))
+        outcome = run_graph(tasks, make_launch(cfg, folder))
+        _children(outcome, steps, cfg.runs_dir, children)
         write_json(run.path / "children.json", children)
-        _evaluate(cfg, models, children)
-        write_json(run.path / "children.json", children)
-        if cfg.attack is not None:
-            _attack(cfg, models, children)
-            write_json(run.path / "children.json", children)
+        if outcome.failed:
+            first, error = next(iter(outcome.failed.items()))
+            where = children["failed"][0]["run"]
+            more = len(outcome.failed) - 1
+            raise ClirkitError(
+                f"step {first} failed: {error}" + (f" (run {where})" if where else "")
+                + (f"; {more} more failed step(s)" if more else "")
+                + (f"; {len(outcome.skipped)} step(s) not run" if outcome.skipped else "")
+                + f"; see children.json of {run.id}",
+                fix="fix the cause and run the grid again: its completed steps are reused")
         from clirkit.report import build_report
 
         build_report(run.path, children, cfg)
