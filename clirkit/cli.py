@@ -81,7 +81,10 @@ def main_options(
 
 
 def _fail(e: ClirkitError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # the message is the user's input and paths: "[slurm]" or "x[1]" must print as written
+    err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2) from None
 
 

@@ -264,3 +264,16 @@ def test_bad_option_value_is_one_line_exit_2(captured, runs_dir):
     r = invoke("--runs-dir", runs_dir, "attack", "--rate", "0.1,2")
     assert r.exit_code == 2 and "rate 2.0 is outside [0, 1]" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "run_attack" not in captured
+
+
+def test_error_messages_keep_square_brackets(capsys):
+    """A user error naming a TOML table or an indexed field prints the brackets, not rich markup."""
+    import typer
+
+    from clirkit.cli import _fail
+    from clirkit.errors import ClirkitError
+
+    with pytest.raises(typer.Exit) as exit_info:
+        _fail(ClirkitError("unknown key in [slurm] table", fix="see [bold]x[1][/bold]"))
+    assert exit_info.value.exit_code == 2
+    assert "unknown key in [slurm] table -- see [bold]x[1][/bold]" in capsys.readouterr().err
