@@ -15,10 +15,13 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from clirkit.config import (
+    BM25_MODEL,
     DEFAULT_MEASURES,
     CommandConfig,
     Config,
     EvalConfig,
+    FusionMethod,
+    FusionNorm,
     MaxsimMode,
     Scoring,
     apply_overrides,
@@ -32,20 +35,44 @@ from clirkit.rundir import find_completed, read_json, start_run, write_json
 log = logging.getLogger("clirkit")
 
 
+class FuseSpec(Config):
+    """A fused system: other systems of the grid searched with the same query, rankings fused."""
+
+    systems: list[str] = Field(..., min_length=2, description="names of the member systems (not fused ones)")
+    method: FusionMethod = Field("rrf", description="rrf, combsum or combmnz (ranx)")
+    weights: list[float] | None = Field(None, description="one weight per member, in order")
+    rrf_k: int = Field(60, ge=0, description="rrf: the k in 1/(k + rank)")
+    norm: FusionNorm | None = Field(None, description="combsum/combmnz: ranx score normalisation (default min-max)")
+
+
 class SystemSpec(Config):
-    """One retrieval system of the grid: an existing model, or a model distilled for it."""
+    """One retrieval system of the grid: an existing model (``bm25``: the lexical system), a model
+    distilled for it, or a fusion of other systems (evaluated for every seed of a seeded member,
+    each member's run of that seed)."""
 
     name: str = Field(..., description="label in every table")
-    model: str | None = Field(None, description="an existing encoder (no training), e.g. minilm")
+    model: str | None = Field(None, description="an existing encoder (no training), e.g. minilm; or bm25")
     distill: dict[str, Any] | None = Field(None, description="clirkit distill options (DistillConfig fields)")
+    fuse: FuseSpec | None = Field(None, description="fuse other systems: {systems = [...], method = 'rrf'}")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries first")
-    seeded: bool = Field(True, description="repeat for every experiment seed (false: run once, e.g. zero-shot)")
+    bm25: dict[str, Any] = Field(default_factory=dict, description="model = 'bm25': its options without the "
+                                                                   "bm25_ prefix (k1, b, method, stem, stopwords)")
+    seeded: bool = Field(True, description="repeat for every experiment seed (false: run once, e.g. zero-shot); "
+                                           "a fused system follows its members")
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
-        if (self.model is None) == (self.distill is None):
-            raise ValueError(f"system {self.name!r} needs exactly one of model or distill")
+        if sum(x is not None for x in (self.model, self.distill, self.fuse)) != 1:
+            raise ValueError(f"system {self.name!r} needs exactly one of model, distill or fuse")
+        if self.fuse is not None and self.query_translation:
+            raise ValueError(f"fused system {self.name!r}: give query_translation to its members")
+        if self.bm25 and self.model != BM25_MODEL:
+            raise ValueError(f"system {self.name!r}: bm25 options need model = 'bm25'")
         return self
+
+    def retrieval_options(self) -> dict[str, Any]:
+        """The system's own RetrievalOptions fields (``bm25_*``)."""
+        return {f"bm25_{k}": v for k, v in self.bm25.items()}
 
 
 class EvalGrid(Config):
@@ -97,6 +124,12 @@ class ExperimentConfig(CommandConfig):
             raise ValueError(f"system names must be unique: {names}")
         if self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a system name ({', '.join(names)})")
+        plain = {s.name for s in self.systems if s.fuse is None}
+        for s in self.systems:
+            for member in s.fuse.systems if s.fuse else []:
+                if member not in plain:
+                    raise ValueError(f"fused system {s.name!r}: member {member!r} is not an unfused system of the "
+                                     f"grid ({', '.join(sorted(plain))})")
         return self
 
 
@@ -122,6 +155,8 @@ def _validate_steps(cfg: ExperimentConfig, origin: str) -> None:
     for system in cfg.systems:
         if system.distill is not None:
             build(DistillConfig, origin, **system.distill)
+        if system.bm25:
+            build(EvalConfig, f"{origin}: system {system.name}", model=BM25_MODEL, **system.retrieval_options())
 
 
 # --------------------------------------------------------------------------- steps
@@ -157,6 +192,8 @@ def _system_models(cfg: ExperimentConfig, children: dict[str, Any]) -> dict[tupl
     """Train (or name) every system's model for every seed: {(system, seed): model spec}."""
     models: dict[tuple[str, int], str] = {}
     for system in cfg.systems:
+        if system.fuse is not None:  # evaluated from its members' runs (_evaluate_fused)
+            continue
         for seed in cfg.seeds if system.seeded else cfg.seeds[:1]:
             if system.model is not None:
                 models[(system.name, seed)] = system.model
@@ -182,10 +219,44 @@ def _evaluate(cfg: ExperimentConfig, models: dict[tuple[str, int], str], childre
                 ecfg = EvalConfig(model=model, dataset=dataset, scoring=scoring, measures=cfg.eval.measures,
                                   top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
                                   rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
-                                  runs_dir=cfg.runs_dir, seed=seed, device=cfg.device)
+                                  runs_dir=cfg.runs_dir, seed=seed, device=cfg.device,
+                                  **by_name[name].retrieval_options())
                 path = _reuse(cfg, "eval", ecfg, seed) or run_eval(ecfg)
                 children.setdefault("eval", []).append({"system": name, "seed": seed, "dataset": str(dataset),
                                                         "scoring": scoring, "run": str(path)})
+    _evaluate_fused(cfg, models, children)
+
+
+def _fused_seeds(cfg: ExperimentConfig, models: dict[tuple[str, int], str], system: SystemSpec
+                 ) -> list[tuple[int, list[int]]]:
+    """``(seed, member seeds)`` of a fused system: every seed a member has; a member run once
+    (``seeded = false``) takes part in every seed with its one run."""
+    assert system.fuse is not None
+    own = {m: [s for (n, s) in models if n == m] for m in system.fuse.systems}
+    seeds = sorted({s for v in own.values() for s in v}) if any(len(v) > 1 for v in own.values()) else cfg.seeds[:1]
+    return [(seed, [seed if seed in own[m] else own[m][0] for m in system.fuse.systems]) for seed in seeds]
+
+
+def _evaluate_fused(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children: dict[str, Any]) -> None:
+    """Fuse the members' eval runs (``clirkit fuse``) per dataset, scoring and seed."""
+    from clirkit.config import FuseConfig
+    from clirkit.fuse import run_fuse
+
+    runs = {(c["system"], c["seed"], c["dataset"], c["scoring"]): c["run"] for c in children.get("eval", [])}
+    for system in (s for s in cfg.systems if s.fuse is not None):
+        spec = system.fuse
+        assert spec is not None
+        for dataset in cfg.eval.datasets:
+            for scoring in cfg.eval.scoring:
+                for seed, member_seeds in _fused_seeds(cfg, models, system):
+                    members = [runs[(m, s, str(dataset), scoring)] for m, s in zip(spec.systems, member_seeds)]
+                    fcfg = build(FuseConfig, f"system {system.name}", runs=members, method=spec.method,
+                                 weights=spec.weights, rrf_k=spec.rrf_k, norm=spec.norm, top_k=cfg.eval.top_k,
+                                 measures=cfg.eval.measures, runs_dir=cfg.runs_dir, seed=seed, device=cfg.device)
+                    path = _reuse(cfg, "fuse", fcfg, seed) or run_fuse(fcfg)
+                    children.setdefault("eval", []).append({"system": system.name, "seed": seed,
+                                                            "dataset": str(dataset), "scoring": scoring,
+                                                            "run": str(path), "fused": members})
 
 
 def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children: dict[str, Any]) -> None:
@@ -203,17 +274,43 @@ def _attack(cfg: ExperimentConfig, models: dict[tuple[str, int], str], children:
     for name in names:
         if name not in by_name:
             raise ClirkitError(f"attack names unknown system {name!r}", fix=f"use one of: {', '.join(by_name)}")
+        target = _attack_target(cfg, models, by_name[name], first_seed)
         for scoring in grid.scoring:
             for extra in searches:
-                acfg = build(AttackConfig, f"attack of {name}", model=[models[(name, first_seed)]],
-                             dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
-                             scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
-                             measures=cfg.eval.measures, maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
+                if target.get("fuse") and extra.get("search") == "greedy":
+                    log.info("attack: no greedy search of the fused system %s (a rank fusion scores no "
+                             "document outside its members' rankings); its random attack runs", name)
+                    continue
+                acfg = build(AttackConfig, f"attack of {name}", dataset=dataset, perturb=grid.perturb,
+                             rates=grid.rates, seeds=grid.seeds, scoring=scoring, measures=cfg.eval.measures,
+                             maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
                              rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
-                             device=cfg.device, **extra)
+                             device=cfg.device, **target, **extra)
                 path = _reuse(cfg, "attack", acfg, first_seed) or run_attack(acfg)
                 children.setdefault("attack", []).append({"system": name, "scoring": scoring, "run": str(path),
                                                           "search": extra.get("search", "random")})
+
+
+def _attack_target(cfg: ExperimentConfig, models: dict[tuple[str, int], str], system: SystemSpec, seed: int
+                   ) -> dict[str, Any]:
+    """The AttackConfig fields naming ``system``'s model(s) at ``seed`` (a fused system: its members'
+    of that seed, fused by ``fuse``)."""
+    by_name = {s.name: s for s in cfg.systems}
+    if system.fuse is None:
+        return {"model": [models[(system.name, seed)]], "query_translation": [system.query_translation or "none"],
+                **system.retrieval_options()}
+    spec = system.fuse
+    seed, member_seeds = next(((s, ms) for s, ms in _fused_seeds(cfg, models, system) if s == seed),
+                              _fused_seeds(cfg, models, system)[0])
+    members = [by_name[m] for m in spec.systems]
+    options = {tuple(sorted(m.bm25.items())) for m in members if m.model == BM25_MODEL}
+    if len(options) > 1:
+        raise ClirkitError(f"fused system {system.name!r} has BM25 members with different options",
+                           fix="attack them separately, or give them the same bm25 options")
+    return {"model": [models[(m.name, s)] for m, s in zip(members, member_seeds)],
+            "query_translation": [m.query_translation or "none" for m in members],
+            "fuse": spec.method, "fuse_weights": spec.weights, "fuse_rrf_k": spec.rrf_k, "fuse_norm": spec.norm,
+            **{f"bm25_{k}": v for k, v in (options.pop() if options else ())}}
 
 
 def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:
