@@ -126,7 +126,8 @@ class IndexOptions(Config):
     """How a corpus is encoded and indexed: shared by ``index``, ``eval`` and ``attack``."""
 
     scoring: Scoring = Field("dense", description="dense (one vector) or maxsim (late interaction over token "
-                                                  "embeddings, which the index then stores too)")
+                                                  "embeddings, which the index then stores too); ignored by "
+                                                  "--model bm25, which is recorded as dense")
     factory: str = Field("Flat", description="FAISS index factory string (inner product on normalised vectors)")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
     devices: list[str] | None = Field(None, description="encode in one worker process per device, e.g. "
@@ -147,8 +148,17 @@ class IndexOptions(Config):
             raise ValueError(e.one_line()) from None
 
 
+FusionMethod = Literal["rrf", "combsum", "combmnz"]
+FusionNorm = Literal["min-max", "max", "sum", "zmuv", "rank", "borda", "none"]
+BM25_MODEL = "bm25"  # the model name of the lexical system (no encoder)
+BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
+
+
 class RetrievalOptions(IndexOptions):
-    """How queries are searched and scored: shared by ``eval`` and ``attack`` (and experiment grids)."""
+    """How queries are searched and scored: shared by ``eval`` and ``attack`` (and experiment grids).
+
+    The ``bm25_*`` fields apply to ``--model bm25`` only (the lexical system, :mod:`clirkit.retrieval.bm25`).
+    """
 
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES),
@@ -158,6 +168,28 @@ class RetrievalOptions(IndexOptions):
         "auto", description="maxsim over the whole corpus, re-ranking the dense top rerank_k, or over the "
                        "candidates of an approximate index of document tokens (token-ann) (auto: by size)")
     rerank_k: int = Field(100, ge=1, description="dense candidates re-ranked by maxsim")
+    bm25_k1: float = Field(1.5, ge=0, description="--model bm25: term-frequency saturation k1")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="--model bm25: document-length normalisation b")
+    bm25_method: BM25Method = Field("lucene", description="--model bm25: the BM25 variant (bm25s's names)")
+    bm25_stem: bool = Field(True, description="--model bm25: Snowball stemming in the document language "
+                                              "(when it has a stemmer)")
+    bm25_stopwords: bool = Field(True, description="--model bm25: drop the document language's stopwords "
+                                                   "(when bm25s has a list)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bm25_scoring(cls, data: Any) -> Any:
+        # BM25 has one scoring: the value is normalised so that the same BM25 system asked for
+        # under dense and maxsim is one configuration (one run, reused by grids)
+        if isinstance(data, dict) and _names_bm25(data.get("model")) and data.get("scoring") == "maxsim":
+            data = {**data, "scoring": "dense"}
+        return data
+
+
+def _names_bm25(model: Any) -> bool:
+    """True when ``model`` (eval: a name; attack: a list of them) is only the lexical system."""
+    models = model if isinstance(model, list) else [model]
+    return bool(models) and all(m == BM25_MODEL for m in models)
 
 
 class BenchmarkOptions(Config):
@@ -202,6 +234,12 @@ class EvalConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
         if isinstance(data, dict) and all(data.get(k) is None for k in ("model", "query_model", "doc_model")):
             data = {**data, "model": "minilm"}
         return data
+
+    @model_validator(mode="after")
+    def _bm25_has_no_encoders(self) -> EvalConfig:
+        if self.model == BM25_MODEL and (self.query_model or self.doc_model):
+            raise ValueError("--model bm25 is the lexical system: it takes no --query-model or --doc-model")
+        return self
 
 
 class DistillConfig(CommandConfig):
@@ -320,7 +358,33 @@ class AttackConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
         "topk", description="greedy: best relevant score minus the k-th (topk) or the best (top1) non-relevant score")
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many judged queries")
     query_translation: list[str] = Field(
-        default_factory=list, description="none, lexicon or lexicon:PATH per system (translate queries first)")
+        default_factory=list, description="none, lexicon or lexicon:PATH per system (translate queries first); "
+                                          "every model is attacked with every one, except with --fuse")
+    fuse: FusionMethod | None = Field(
+        None, description="attack one fused system instead: model i with query_translation i (one value: all) "
+                          "searched with the same perturbed query and fused by this method (random search only)")
+    fuse_weights: list[float] | None = Field(None, description="--fuse: one weight per model, in order")
+    fuse_rrf_k: int = Field(60, ge=0, description="--fuse rrf: the k in 1/(k + rank)")
+    fuse_norm: FusionNorm | None = Field(None, description="--fuse combsum/combmnz: ranx score normalisation "
+                                                           "(default min-max)")
+
+    @model_validator(mode="after")
+    def _fused_systems(self) -> AttackConfig:
+        if self.fuse is None:
+            return self
+        if self.search == "greedy":
+            raise ValueError("--fuse attacks with random search only: a rank fusion scores no document outside "
+                             "its members' rankings, which the greedy search needs")
+        if len(self.model) < 2:
+            raise ValueError("--fuse needs two or more --model values (the members)")
+        if len(self.query_translation) not in (0, 1, len(self.model)):
+            raise ValueError(f"--fuse pairs query_translation with model: give one value, or one per model "
+                             f"({len(self.model)}), not {len(self.query_translation)}")
+        if self.fuse_weights is not None and len(self.fuse_weights) != len(self.model):
+            raise ValueError(f"{len(self.fuse_weights)} fuse_weights for {len(self.model)} models")
+        if self.fuse == "rrf" and self.fuse_norm not in (None, "none"):
+            raise ValueError(f"fuse_norm {self.fuse_norm} does not apply to rrf (it fuses ranks, not scores)")
+        return self
 
     @field_validator("rates")
     @classmethod
@@ -336,10 +400,10 @@ class FuseConfig(CommandConfig):
 
     runs: list[Path] = Field(..., description="experiment directories (paths, or ids under --runs-dir) of completed "
                                               "eval or fuse runs over the same dataset and split")
-    method: Literal["rrf", "combsum", "combmnz"] = Field("rrf", description="fusion method")
+    method: FusionMethod = Field("rrf", description="fusion method")
     weights: list[float] | None = Field(None, description="one weight per run, in order (weighted fusion)")
     rrf_k: int = Field(60, ge=0, description="RRF: the k in 1/(k + rank)")
-    norm: Literal["min-max", "max", "sum", "zmuv", "rank", "borda", "none"] | None = Field(
+    norm: FusionNorm | None = Field(
         None, description="combsum/combmnz: ranx score normalisation of each run (default min-max; rrf: none)")
     top_k: int = Field(1000, ge=1, description="documents kept per query in the fused run")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")

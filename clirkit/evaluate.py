@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clirkit.config import EvalConfig
+from clirkit.config import BM25_MODEL, EvalConfig
 from clirkit.data.formats import Dataset, load_dataset
 from clirkit.errors import ClirkitError
 from clirkit.index import ensure_index
@@ -34,17 +34,27 @@ def maxsim(q_tokens: np.ndarray, d_tokens: np.ndarray, offsets: np.ndarray) -> n
     return maxsim_packed([q_tokens], PackedDocs.from_offsets(np.asarray(d_tokens), offsets))[0]
 
 
-def searcher_for(pair: EncoderPair, index, cfg: EvalConfig, ignore_identical_ids: bool = False,
-                 batch_size: int | None = -1, name: str | None = None) -> Searcher:
-    """The searcher of ``cfg.scoring`` over ``index`` (``batch_size`` -1: ``cfg.batch_size``).
+def is_bm25(model: str | None) -> bool:
+    """``--model bm25``: the lexical system, which has no encoders."""
+    return model == BM25_MODEL
+
+
+def searcher_for(pair: EncoderPair | None, index, cfg: EvalConfig, ignore_identical_ids: bool = False,
+                 batch_size: int | None = -1, name: str | None = None, ds: Dataset | None = None,
+                 run=None) -> Searcher:
+    """The searcher of ``cfg`` over ``index`` (``batch_size`` -1: ``cfg.batch_size``): ``cfg.scoring``
+    for encoders, ``bm25`` for ``--model bm25`` (its index is built or reused in ``run`` from ``ds``).
 
     With ``ignore_identical_ids`` one more dense candidate is re-ranked, as one more document
     is retrieved and the query's own id dropped (:func:`clirkit.retrieval.retrieve`).
     """
+    bm25 = {"k1": cfg.bm25_k1, "b": cfg.bm25_b, "method": cfg.bm25_method, "stem": cfg.bm25_stem,
+            "stopwords": cfg.bm25_stopwords}
     return build_searcher(SearchSetup(
-        scoring=cfg.scoring, pair=pair, index=lambda: index, maxsim_mode=cfg.maxsim_mode,
-        rerank_k=cfg.rerank_k + (1 if ignore_identical_ids else 0),
-        batch_size=cfg.batch_size if batch_size == -1 else batch_size, name=name or query_encoder_name(pair)))
+        scoring=BM25_MODEL if is_bm25(cfg.model) else cfg.scoring, pair=pair, index=lambda: index,
+        maxsim_mode=cfg.maxsim_mode, rerank_k=cfg.rerank_k + (1 if ignore_identical_ids else 0),
+        batch_size=cfg.batch_size if batch_size == -1 else batch_size, name=name or system_name(pair),
+        extra={"dataset": ds, "run": run, "bm25": bm25}))
 
 
 def write_trec(run: RunDict, path: Path, tag: str) -> None:
@@ -59,17 +69,25 @@ def write_trec(run: RunDict, path: Path, tag: str) -> None:
 # --------------------------------------------------------------------------- command
 
 
+def system_name(pair: EncoderPair | None) -> str:
+    """The encoders' name, ``bm25`` for the lexical system (no encoders)."""
+    return BM25_MODEL if pair is None else query_encoder_name(pair)
+
+
 def query_encoder_name(pair: EncoderPair) -> str:
     return pair.query.name if pair.query is pair.doc else f"{pair.query.name}->{pair.doc.name}"
 
 
-def evaluate(pair: EncoderPair, ds: Dataset, cfg: EvalConfig, run, queries: dict[str, str] | None = None
+def evaluate(pair: EncoderPair | None, ds: Dataset, cfg: EvalConfig, run, queries: dict[str, str] | None = None
              ) -> tuple[RunDict, pd.DataFrame]:
-    """Index (or reuse), retrieve and score; return the run and the per-query table."""
+    """Index (or reuse), retrieve and score; return the run and the per-query table.
+
+    ``pair`` is None for ``--model bm25`` (no dense index; the searcher builds its own).
+    """
     measures = parse_measures(cfg.measures)
-    index = ensure_index(pair.doc, ds, run, cfg.factory, cfg.scoring, cfg.batch_size)
+    index = None if pair is None else ensure_index(pair.doc, ds, run, cfg.factory, cfg.scoring, cfg.batch_size)
     ignore = bool(ds.card.get("ignore_identical_ids"))
-    searcher = searcher_for(pair, index, cfg, ignore)
+    searcher = searcher_for(pair, index, cfg, ignore, ds=ds, run=run)
     result = retrieve(searcher, queries if queries is not None else ds.queries, cfg.top_k, ignore)
     if getattr(searcher, "record", None):
         run.record(retrieval=searcher.record)
@@ -83,6 +101,9 @@ def run_xglue_eval(cfg: EvalConfig) -> Path:
     """
     from clirkit.data.xglue import TASKS, load_xglue, run_xglue, xglue_dir
 
+    if is_bm25(cfg.model):
+        raise ClirkitError("--model bm25 is not available with --benchmark xglue (it scores encoders)",
+                           fix="pass an encoder as --model")
     data_dir = xglue_dir(cfg.data_dir)
     task = cfg.task.lower()
     for lang in cfg.langs or TASKS.get(task, ((), ()))[1]:  # fail on missing files before any work
@@ -108,23 +129,28 @@ def run_eval(cfg: EvalConfig) -> Path:
         raise ClirkitError("no dataset given", fix="pass --dataset DIR (a prepared dataset) or --benchmark xglue")
     parse_measures(cfg.measures)  # fail before any work
     ds = load_dataset(cfg.dataset, cfg.split)
-    pair = load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)
+    pair = None if is_bm25(cfg.model) else load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)
     queries = ds.queries
     if cfg.query_translation:
         from clirkit.lexicon import translator_for
 
         queries = translator_for(cfg.query_translation, ds)(queries)
     with start_run(cfg.runs_dir, "eval", cfg, cfg.seed) as run:
-        run.add_inputs(dataset=ds.path, query_model=pair.query.folder, doc_model=pair.doc.folder)
-        run.record(models=pair.describe())
+        if pair is None:
+            run.add_inputs(dataset=ds.path)
+            run.record(models={"system": BM25_MODEL})  # the index, analyzer included, is recorded under bm25
+        else:
+            run.add_inputs(dataset=ds.path, query_model=pair.query.folder, doc_model=pair.doc.folder)
+            run.record(models=pair.describe())
         result, per_query = evaluate(pair, ds, cfg, run, queries)
-        tag = f"clirkit-{cfg.scoring}"
+        scoring = BM25_MODEL if pair is None else cfg.scoring
+        tag = f"clirkit-{scoring}"
         write_trec(result, run.path / "run.trec", tag)
         metrics = run.sub("metrics")
         per_query.to_csv(metrics / "per_query.csv")
         agg = aggregate(per_query).to_frame().T
-        agg.insert(0, "system", query_encoder_name(pair))
-        agg.insert(1, "scoring", cfg.scoring)
+        agg.insert(0, "system", system_name(pair))
+        agg.insert(1, "scoring", scoring)
         agg.insert(2, "queries", len(per_query))
         write_table(agg, metrics / "aggregate")
         print_table(agg, title=f"{ds.path.name} ({cfg.split}, {len(per_query)} queries)")

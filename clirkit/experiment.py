@@ -21,10 +21,13 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from clirkit.config import (
+    BM25_MODEL,
     DEFAULT_MEASURES,
     CommandConfig,
     Config,
     EvalConfig,
+    FusionMethod,
+    FusionNorm,
     MaxsimMode,
     Scoring,
     apply_overrides,
@@ -49,20 +52,44 @@ from clirkit.rundir import config_record, find_completed, read_json, run_status,
 log = logging.getLogger("clirkit")
 
 
+class FuseSpec(Config):
+    """A fused system: other systems of the grid searched with the same query, rankings fused."""
+
+    systems: list[str] = Field(..., min_length=2, description="names of the member systems (not fused ones)")
+    method: FusionMethod = Field("rrf", description="rrf, combsum or combmnz (ranx)")
+    weights: list[float] | None = Field(None, description="one weight per member, in order")
+    rrf_k: int = Field(60, ge=0, description="rrf: the k in 1/(k + rank)")
+    norm: FusionNorm | None = Field(None, description="combsum/combmnz: ranx score normalisation (default min-max)")
+
+
 class SystemSpec(Config):
-    """One retrieval system of the grid: an existing model, or a model distilled for it."""
+    """One retrieval system of the grid: an existing model (``bm25``: the lexical system), a model
+    distilled for it, or a fusion of other systems (evaluated for every seed of a seeded member,
+    each member's run of that seed)."""
 
     name: str = Field(..., description="label in every table")
-    model: str | None = Field(None, description="an existing encoder (no training), e.g. minilm")
+    model: str | None = Field(None, description="an existing encoder (no training), e.g. minilm; or bm25")
     distill: dict[str, Any] | None = Field(None, description="clirkit distill options (DistillConfig fields)")
+    fuse: FuseSpec | None = Field(None, description="fuse other systems: {systems = [...], method = 'rrf'}")
     query_translation: str | None = Field(None, description="lexicon[:PATH]: translate queries first")
-    seeded: bool = Field(True, description="repeat for every experiment seed (false: run once, e.g. zero-shot)")
+    bm25: dict[str, Any] = Field(default_factory=dict, description="model = 'bm25': its options without the "
+                                                                   "bm25_ prefix (k1, b, method, stem, stopwords)")
+    seeded: bool = Field(True, description="repeat for every experiment seed (false: run once, e.g. zero-shot); "
+                                           "a fused system follows its members")
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
-        if (self.model is None) == (self.distill is None):
-            raise ValueError(f"system {self.name!r} needs exactly one of model or distill")
+        if sum(x is not None for x in (self.model, self.distill, self.fuse)) != 1:
+            raise ValueError(f"system {self.name!r} needs exactly one of model, distill or fuse")
+        if self.fuse is not None and self.query_translation:
+            raise ValueError(f"fused system {self.name!r}: give query_translation to its members")
+        if self.bm25 and self.model != BM25_MODEL:
+            raise ValueError(f"system {self.name!r}: bm25 options need model = 'bm25'")
         return self
+
+    def retrieval_options(self) -> dict[str, Any]:
+        """The system's own RetrievalOptions fields (``bm25_*``)."""
+        return {f"bm25_{k}": v for k, v in self.bm25.items()}
 
 
 class EvalGrid(Config):
@@ -124,6 +151,12 @@ class ExperimentConfig(LaunchOptions, CommandConfig):
                 raise ValueError(f"compare names unknown system {unknown[0]!r} (known: {', '.join(names)})")
             if a == b:
                 raise ValueError(f"compare pairs {a!r} with itself; name two different systems")
+        plain = {s.name for s in self.systems if s.fuse is None}
+        for s in self.systems:
+            for member in s.fuse.systems if s.fuse else []:
+                if member not in plain:
+                    raise ValueError(f"fused system {s.name!r}: member {member!r} is not an unfused system of the "
+                                     f"grid ({', '.join(sorted(plain))})")
         return self
 
 
@@ -149,6 +182,8 @@ def _validate_steps(cfg: ExperimentConfig, origin: str) -> None:
     for system in cfg.systems:
         if system.distill is not None:
             build(DistillConfig, origin, **system.distill)
+        if system.bm25:
+            build(EvalConfig, f"{origin}: system {system.name}", model=BM25_MODEL, **system.retrieval_options())
 
 
 # --------------------------------------------------------------------------- steps
@@ -182,7 +217,7 @@ def _reuse(cfg: ExperimentConfig, command: str, step: Config, seed: int) -> Path
 
 #: the stage each kind of grid step runs (imported in the process that runs it)
 STAGES = {"distill": "clirkit.distill:run_distill", "eval": "clirkit.evaluate:run_eval",
-          "attack": "clirkit.attack:run_attack"}
+          "fuse": "clirkit.fuse:run_fuse", "attack": "clirkit.attack:run_attack"}
 
 
 def run_step(command: str, step: Config) -> str:
@@ -200,6 +235,7 @@ class _Step:
     entry: dict[str, Any]  # its "run" filled in when it completes
     seed: int
     config: Config | None = None  # set when planned
+    group: str | None = None  # the children.json list it joins (default: its command)
 
 
 def _plan(cfg: ExperimentConfig, step: _Step, config: Config) -> Call | Done:
@@ -222,13 +258,15 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
     Returns:
         The tasks for :func:`clirkit.launch.run_graph` and each task's :class:`_Step`, by key.
     """
-    from clirkit.config import AttackConfig, DistillConfig
+    from clirkit.config import AttackConfig, DistillConfig, FuseConfig
 
     tasks: list[Task] = []
     steps: dict[str, _Step] = {}
     by_name = {s.name: s for s in cfg.systems}
     models: dict[tuple[str, int], tuple[str | None, str | None]] = {}  # (system, seed): (model, distill key)
     for system in cfg.systems:
+        if system.fuse is not None:  # evaluated from its members' runs (below)
+            continue
         for seed in cfg.seeds if system.seeded else cfg.seeds[:1]:
             if system.model is not None:
                 models[(system.name, seed)] = (system.model, None)
@@ -267,9 +305,28 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
                         model=model_of(name, step.seed, done), dataset=dataset, scoring=scoring,
                         measures=cfg.eval.measures, top_k=cfg.eval.top_k, maxsim_mode=cfg.eval.maxsim_mode,
                         rerank_k=cfg.eval.rerank_k, query_translation=by_name[name].query_translation,
-                        runs_dir=cfg.runs_dir, seed=step.seed, device=cfg.device))
+                        runs_dir=cfg.runs_dir, seed=step.seed, device=cfg.device,
+                        **by_name[name].retrieval_options()))
 
                 tasks.append(Task(key, plan, tuple(after)))
+            for system in (s for s in cfg.systems if s.fuse is not None):
+                for seed, member_seeds in _fused_seeds(cfg, models, system):
+                    key = f"fuse {system.name} seed {seed} {dataset} {scoring}"
+                    members = [f"eval {m} seed {ms} {dataset} {scoring}" for m, ms in zip(system.fuse.systems,
+                                                                                            member_seeds)]
+                    steps[key] = step = _Step("fuse", {"system": system.name, "seed": seed, "dataset": str(dataset),
+                                                       "scoring": scoring, "run": None}, seed, group="eval")
+
+                    def plan(done: dict[str, Any], spec: FuseSpec = system.fuse, members: list[str] = members,
+                             step: _Step = step) -> Call | Done:
+                        step.entry["fused"] = [done[m] for m in members]
+                        return _plan(cfg, step, build(
+                            FuseConfig, f"system {step.entry['system']}", runs=step.entry["fused"],
+                            method=spec.method, weights=spec.weights, rrf_k=spec.rrf_k, norm=spec.norm,
+                            top_k=cfg.eval.top_k, measures=cfg.eval.measures, runs_dir=cfg.runs_dir, seed=step.seed,
+                            device=cfg.device))
+
+                    tasks.append(Task(key, plan, tuple(members)))
 
     grid = cfg.attack
     if grid is None:
@@ -281,25 +338,32 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
     for name in grid.systems or [s.name for s in cfg.systems]:
         if name not in by_name:
             raise ClirkitError(f"attack names unknown system {name!r}", fix=f"use one of: {', '.join(by_name)}")
-        distilled = models[(name, first_seed)][1]
-        after = ([distilled] if distilled is not None else []) + evals.get((name, first_seed), [])
+        system = by_name[name]
+        member_seeds = dict(_fused_seeds(cfg, models, system)).get(first_seed) if system.fuse else None
+        targets = list(zip(system.fuse.systems, member_seeds or [])) if system.fuse else [(name, first_seed)]
+        after = [k for m, ms in targets for k in [models[(m, ms)][1], *evals.get((m, ms), [])] if k is not None]
         for scoring in grid.scoring:
             for extra in searches:
                 search = extra.get("search", "random")
+                if system.fuse is not None and search == "greedy":
+                    log.info("attack: no greedy search of the fused system %s (a rank fusion scores no "
+                             "document outside its members' rankings); its random attack runs", name)
+                    continue
                 key = f"attack {name} {scoring} {search}"
                 steps[key] = step = _Step("attack", {"system": name, "scoring": scoring, "run": None,
                                                      "search": search},
                                           first_seed)
 
-                def plan(done: dict[str, Any], name: str = name, scoring: str = scoring,
-                         extra: dict[str, Any] = extra, step: _Step = step) -> Call | Done:
+                def plan(done: dict[str, Any], system: SystemSpec = system, scoring: str = scoring,
+                         extra: dict[str, Any] = extra, step: _Step = step,
+                         targets: list[tuple[str, int]] = targets) -> Call | Done:
+                    target = _attack_target(cfg, system, [model_of(m, ms, done) for m, ms in targets])
                     return _plan(cfg, step, build(
-                        AttackConfig, f"attack of {name}", model=[model_of(name, first_seed, done)],
-                        dataset=dataset, perturb=grid.perturb, rates=grid.rates, seeds=grid.seeds,
-                        scoring=scoring, query_translation=[by_name[name].query_translation or "none"],
-                        measures=cfg.eval.measures, maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
+                        AttackConfig, f"attack of {system.name}", dataset=dataset, perturb=grid.perturb,
+                        rates=grid.rates, seeds=grid.seeds, scoring=scoring, measures=cfg.eval.measures,
+                        maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
                         rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
-                        device=cfg.device, **extra))
+                        device=cfg.device, **target, **extra))
 
                 tasks.append(Task(key, plan, tuple(after)))
     return tasks, steps
@@ -325,12 +389,40 @@ def _children(outcome: Outcome, steps: dict[str, _Step], runs_dir: Path, childre
     failed and skipped ones."""
     for key, step in steps.items():
         if key in outcome.results:
-            children.setdefault(step.command, []).append({**step.entry, "run": outcome.results[key]})
+            children.setdefault(step.group or step.command, []).append({**step.entry, "run": outcome.results[key]})
     if outcome.failed:
         children["failed"] = [{"step": k, "error": e, "run": _failed_run(runs_dir, steps[k])}
                               for k, e in outcome.failed.items()]
     if outcome.skipped:
         children["skipped"] = [{"step": k, "waits_for": w} for k, w in outcome.skipped.items()]
+
+
+def _attack_target(cfg: ExperimentConfig, system: SystemSpec, models: list[str]) -> dict[str, Any]:
+    """The AttackConfig fields naming ``system``'s model (a fused system: its members' ``models``,
+    in order, fused as its ``fuse`` table says)."""
+    if system.fuse is None:
+        return {"model": models, "query_translation": [system.query_translation or "none"],
+                **system.retrieval_options()}
+    spec = system.fuse
+    by_name = {s.name: s for s in cfg.systems}
+    members = [by_name[m] for m in spec.systems]
+    options = {tuple(sorted(m.bm25.items())) for m in members if m.model == BM25_MODEL}
+    if len(options) > 1:
+        raise ClirkitError(f"fused system {system.name!r} has BM25 members with different options",
+                           fix="attack them separately, or give them the same bm25 options")
+    return {"model": models, "query_translation": [m.query_translation or "none" for m in members],
+            "fuse": spec.method, "fuse_weights": spec.weights, "fuse_rrf_k": spec.rrf_k, "fuse_norm": spec.norm,
+            **{f"bm25_{k}": v for k, v in (options.pop() if options else ())}}
+
+
+def _fused_seeds(cfg: ExperimentConfig, models: dict[tuple[str, int], Any], system: SystemSpec
+                 ) -> list[tuple[int, list[int]]]:
+    """``(seed, member seeds)`` of a fused system: every seed a member has; a member run once
+    (``seeded = false``) takes part in every seed with its one run."""
+    assert system.fuse is not None
+    own = {m: [s for (n, s) in models if n == m] for m in system.fuse.systems}
+    seeds = sorted({s for v in own.values() for s in v}) if any(len(v) > 1 for v in own.values()) else cfg.seeds[:1]
+    return [(seed, [seed if seed in own[m] else own[m][0] for m in system.fuse.systems]) for seed in seeds]
 
 
 def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:

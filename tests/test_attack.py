@@ -344,3 +344,80 @@ def test_attack_xglue_per_language(tiny_model, runs_dir):
     assert ((moved["ci_low"] < moved["drop"]) & (moved["drop"] < moved["ci_high"])).all()
     # the interval is symmetric around the drop (a t-interval of the per-seed drops)
     np.testing.assert_allclose(half["drop"] - half["ci_low"], half["ci_high"] - half["drop"], atol=1e-12)
+
+
+# --------------------------------------------------------------------------- bm25 and fused systems
+
+
+@pytest.mark.slow
+def test_random_and_greedy_attacks_of_bm25(beir_long, runs_dir):
+    from clirkit.data.formats import load_dataset
+    from clirkit.retrieval import BM25Searcher, document_analyzer
+
+    run = run_dir(attack(runs_dir, "bm25", beir_long, "--rate", "0.5", "--seeds", "2"), runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    assert set(table["system"]) == {"bm25"} and len(table) == 2  # two measures
+    # the attacked nDCG@10 is BM25's on the perturbed queries written next to it
+    ds = load_dataset(beir_long)
+    searcher = BM25Searcher.build(((d, t) for d, t, _ in ds.iter_corpus()), document_analyzer(ds),
+                                  show_progress=False)
+    pq = pd.read_csv(run / "metrics" / "per_query.csv")
+    for seed in (0, 1):
+        texts = {json.loads(line)["_id"]: json.loads(line)["text"] for line in
+                 (run / "queries" / f"char-swap-rate0.5-seed{seed}.jsonl").read_text().splitlines()}
+        import ir_measures
+
+        want = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")], ds.qrels,
+                                          searcher.search(texts, 1000))
+        got = pq[(pq.seed == seed) & (pq.perturbation == "char-swap")]["nDCG@10"].mean()
+        assert got == pytest.approx(next(iter(want.values())))
+    assert read_json_file(run / "manifest.json")["systems"][0]["system"] == "bm25"
+    assert (run / "bm25" / "manifest.json").is_file() and not (run / "index").exists()
+
+    greedy = run_dir(attack(runs_dir, "bm25", beir_long, "--search", "greedy", "--max-edits", "2"), runs_dir)
+    summary = pd.read_csv(greedy / "metrics" / "greedy_summary.csv")
+    assert summary["system"].tolist() == ["bm25"] and summary["queries"].iloc[0] == 3
+    trail = [json.loads(line) for line in (greedy / "queries" / "greedy.jsonl").read_text().splitlines()]
+    assert all(r["objective_final"] <= r["objective_clean"] for r in trail)
+    assert any(r["edits"] > 0 for r in trail)  # BM25 terms break under char swaps
+
+
+def read_json_file(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_fused_attack_gives_every_member_the_same_perturbed_text(tiny_model, beir_long, tmp_path, runs_dir):
+    from clirkit.data.formats import load_dataset
+    from clirkit.measures import parse_measures, score_run
+    from clirkit.retrieval.fusion import fuse_runs
+
+    lex = tmp_path / "lex.tsv"
+    lex.write_text("foreign\tenglish\tscore\nkitten\tcat\t1\nrainfall\train\t1\n")
+    run = run_dir(attack(runs_dir, "bm25", beir_long, "--model", tiny_model, "--fuse", "rrf", "--rate", "0.5",
+                         "--seeds", "1", "--query-translation", f"lexicon:{lex}", "--query-translation", "none"),
+                  runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    assert set(table["system"]) == {f"rrf(bm25+lexicon:lex.tsv, {tiny_model.name})"}
+    manifest = read_json_file(run / "manifest.json")
+    assert [m["name"] for m in manifest["systems"][0]["members"]] == ["bm25+lexicon:lex.tsv", tiny_model.name]
+    # recompute: the perturbed text, translated for bm25 only, searched by each member, fused
+    from clirkit.attack.common import attach_indexes, load_systems
+    from clirkit.config import AttackConfig
+
+    cfg = AttackConfig(model=["bm25", str(tiny_model)], dataset=beir_long, query_translation=[f"lexicon:{lex}", "none"],
+                       fuse="rrf", runs_dir=runs_dir)
+    ds = load_dataset(beir_long)
+    texts = {json.loads(line)["_id"]: json.loads(line)["text"] for line in
+             (run / "queries" / "char-swap-rate0.5-seed0.jsonl").read_text().splitlines()}
+    from clirkit.rundir import start_run
+
+    with start_run(runs_dir, "attack", cfg, 0) as scratch:
+        members = load_systems(cfg, cfg.model, ds)
+        attach_indexes(members, ds, cfg, scratch)
+        fused = fuse_runs([m.searcher.search(texts, 1000) for m in members], "rrf", params={"k": 60})
+    want = score_run({q: ds.qrels[q] for q in texts}, fused, parse_measures(MEASURES.split(",")))["nDCG@10"].mean()
+    pq = pd.read_csv(run / "metrics" / "per_query.csv")
+    assert pq[pq.perturbation == "char-swap"]["nDCG@10"].mean() == pytest.approx(want)
+    bad = attack(runs_dir, "bm25", beir_long, "--model", tiny_model, "--fuse", "rrf", "--search", "greedy")
+    assert bad.exit_code == 2 and "random search only" in bad.stderr

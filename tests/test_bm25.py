@@ -3,8 +3,10 @@ import logging
 import math
 import os
 import unicodedata
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clirkit import analysis
@@ -12,7 +14,7 @@ from clirkit.analysis import Analyzer, tokenize
 from clirkit.config import IndexConfig
 from clirkit.data.formats import load_dataset
 from clirkit.errors import ClirkitError
-from clirkit.retrieval.bm25 import BM25Searcher, document_analyzer, ensure_bm25_index
+from clirkit.retrieval.bm25 import BM25Searcher, document_analyzer, ensure_bm25_index, find_bm25_index
 from clirkit.rundir import read_json, start_run
 
 TOY = [("t1", "apple banana apple"), ("t2", "banana cherry"), ("t3", "apple cherry cherry date elder")]
@@ -163,3 +165,83 @@ def test_user_errors():
         BM25Searcher.build(TOY, _plain(), b=1.5, show_progress=False)
     with pytest.raises(ClirkitError, match="empty"):
         BM25Searcher.build([], _plain(), show_progress=False)
+
+
+# --------------------------------------------------------------------------- bm25 as a system
+
+
+def _cli_run(runs_dir, *args) -> Path:
+    from typer.testing import CliRunner
+
+    from clirkit.cli import app
+
+    r = CliRunner().invoke(app, ["--runs-dir", str(runs_dir), *map(str, args)], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    return runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+
+
+def test_eval_model_bm25_is_the_bm25_searchers_run_and_its_measures(beir5, runs_dir):
+    import ir_measures
+
+    from clirkit.fuse import read_run
+
+    run = _cli_run(runs_dir, "eval", "--model", "bm25", "--dataset", beir5, "--bm25-k1", "0.9", "--bm25-b", "0.4",
+                   "--scoring", "maxsim")
+    ds = load_dataset(beir5)
+    direct = BM25Searcher.build(((d, t) for d, t, _ in ds.iter_corpus()), document_analyzer(ds), k1=0.9, b=0.4,
+                                show_progress=False).search(ds.queries, 1000)
+    got = read_run(run / "run.trec")
+    assert {q: list(d) for q, d in got.items()} == {q: list(ranked_ids(d)) for q, d in direct.items() if d}
+    assert all(got[q][d] == pytest.approx(s, abs=1e-6) for q, docs in direct.items() for d, s in docs.items())
+    agg = pd.read_csv(run / "metrics" / "aggregate.csv")
+    expected = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")], ds.qrels, direct)
+    assert agg["nDCG@10"].iloc[0] == pytest.approx(next(iter(expected.values())))
+    assert agg["scoring"].iloc[0] == "bm25"
+    config, manifest = read_json(run / "config.json"), read_json(run / "manifest.json")
+    assert config["scoring"] == "dense"  # maxsim does not apply to bm25: normalised, documented
+    assert manifest["bm25"]["k1"] == 0.9 and manifest["bm25"]["analyzer"]["stemmer"] == "snowball:english"
+    assert manifest["bm25"]["analyzer"]["language"] == "en"
+
+
+def ranked_ids(docs: dict[str, float]) -> list[str]:
+    return [d for d, _ in sorted(docs.items(), key=lambda x: (-x[1], x[0]))]
+
+
+def test_bm25_with_lexicon_translation_matches_only_after_translating(tmp_path, runs_dir):
+    from clirkit.fuse import read_run
+    from tests.conftest import DOCS, write_beir
+
+    ds = write_beir(tmp_path / "foreign", docs=DOCS, queries=[("q1", "pusa banig")], qrels=[("q1", "d1", 1)],
+                    card={"name": "foreign", "languages": {"query": "tl", "document": "en"}})
+    lex = tmp_path / "lex.tsv"
+    lex.write_text("foreign\tenglish\tscore\npusa\tcat\t1\nbanig\tmat\t1\n")
+    plain = _cli_run(runs_dir, "eval", "--model", "bm25", "--dataset", ds)
+    translated = _cli_run(runs_dir, "eval", "--model", "bm25", "--dataset", ds, "--query-translation",
+                          f"lexicon:{lex}")
+    assert read_run(plain / "run.trec") == {}  # no Tagalog word is in the English index
+    assert ranked_ids(read_run(translated / "run.trec")["q1"])[0] == "d1"
+    assert pd.read_csv(translated / "metrics" / "aggregate.csv")["RR@10"].iloc[0] == 1.0
+    # the second run reused the first run's index
+    assert read_json(translated / "manifest.json")["bm25"]["reused_from"] == str(plain)
+
+
+def test_bm25_reuse_is_off_inside_reproduce(beir5, tmp_path):
+    from clirkit.rundir import fresh_run
+
+    ds = load_dataset(beir5)
+    cfg = IndexConfig(dataset=beir5, runs_dir=tmp_path / "runs")
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+        key = ensure_bm25_index(ds, run, document_analyzer(ds)).manifest["key"]
+    assert find_bm25_index(cfg.runs_dir, key) is not None
+    with fresh_run():
+        assert find_bm25_index(cfg.runs_dir, key) is None
+
+
+def test_bm25_options_are_user_errors(beir5, runs_dir):
+    from clirkit.config import EvalConfig, build
+
+    with pytest.raises(ClirkitError, match="bm25_b"):
+        build(EvalConfig, model="bm25", dataset=beir5, bm25_b=1.5)
+    with pytest.raises(ClirkitError, match="no --query-model"):
+        build(EvalConfig, model="bm25", query_model="minilm", dataset=beir5)
+    assert build(EvalConfig, model="minilm", scoring="maxsim").scoring == "maxsim"  # encoders keep it

@@ -161,3 +161,63 @@ greedy = {{ sample = 2, max_edits = 2, max_queries = 20 }}
     children = json.loads((run / "children.json").read_text())
     assert [c["system"] for c in children["distill"]] == ["student"]
     assert "## Greedy adversarial attack" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_grid_with_bm25_dense_and_rrf_fused_system(tmp_path, tiny_model, beir5, runs_dir):
+    import ir_measures
+
+    from clirkit.data.formats import load_dataset
+    from clirkit.fuse import read_run
+    from clirkit.retrieval.fusion import fuse_runs
+
+    path = tmp_path / "lexical.toml"
+    path.write_text(f"""
+name = "lexical"
+seeds = [0]
+baseline = "dense"
+
+[[systems]]
+name = "bm25"
+model = "bm25"
+bm25 = {{ k1 = 0.9, b = 0.4 }}
+seeded = false
+
+[[systems]]
+name = "dense"
+model = "{tiny_model}"
+seeded = false
+
+[[systems]]
+name = "rrf-bm25+dense"
+fuse = {{ systems = ["bm25", "dense"], method = "rrf", rrf_k = 10 }}
+
+[eval]
+datasets = ["{beir5}"]
+scoring = ["dense"]
+measures = ["nDCG@10", "RR@10"]
+
+[attack]
+perturb = ["char-swap"]
+rates = [0.5]
+seeds = 1
+greedy = {{ max_edits = 1 }}
+""", encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(path)])
+    assert r.exit_code == 0, r.stderr
+    run = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
+    agg = pd.read_csv(run / "metrics" / "aggregate.csv").set_index("system")
+    assert set(agg.index) == {"bm25", "dense", "rrf-bm25+dense"}
+    children = json.loads((run / "children.json").read_text())
+    by_system = {c["system"]: c["run"] for c in children["eval"]}
+    assert json.loads((runs_dir / by_system["bm25"] / "config.json").read_text())["bm25_k1"] == 0.9
+    fused = fuse_runs([read_run(runs_dir / by_system[s] / "run.trec") for s in ("bm25", "dense")], "rrf",
+                      params={"k": 10})
+    ds = load_dataset(beir5)
+    want = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")], ds.qrels, fused)
+    assert agg.loc["rrf-bm25+dense", "nDCG@10"] == pytest.approx(next(iter(want.values())))
+    # every system is attacked at random; the fused one is not attacked greedily (a logged note)
+    attacks = {(c["system"], c["search"]) for c in children["attack"]}
+    assert attacks == {("bm25", "random"), ("dense", "random"), ("rrf-bm25+dense", "random"),
+                       ("bm25", "greedy"), ("dense", "greedy")}
+    assert "rrf-bm25+dense" in (run / "report.md").read_text().split("## Robustness")[1]

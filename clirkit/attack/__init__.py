@@ -39,6 +39,7 @@ from clirkit.attack.common import (
     attacked_query_ids,
     dataset_of_run,
     eval_config,
+    fused_system,
     latest_distill_run,
     load_systems,
     parse_specs,
@@ -97,12 +98,17 @@ def run_attack(cfg: AttackConfig) -> Path:
     with start_run(cfg.runs_dir, "attack", cfg, cfg.seed) as run:
         if chosen is not None:
             log.info("attacking the newest completed distill run %s on %s", chosen, ds.path)
+        if cfg.fuse is not None:
+            systems = [fused_system(cfg, systems)]
+        members = [m for s in systems for m in (s.members or [s])]
         run.record(attacked_run=str(chosen) if chosen else None, dataset=str(ds.path),
-                   systems=[{"name": s.name, **s.pair.describe(), "query_translation": s.translation}
-                            for s in systems])
-        run.add_inputs(dataset=ds.path, **{f"model_{i}": p for i, p in enumerate(
-            dict.fromkeys(f for s in systems for f in (s.pair.query.folder, s.pair.doc.folder)))})
-        attach_indexes(systems, ds, cfg, run)
+                   systems=[s.describe() for s in systems])
+        run.add_inputs(dataset=ds.path, **{f"model_{i}": p for i, p in enumerate(dict.fromkeys(
+            f for s in members if s.pair is not None for f in (s.pair.query.folder, s.pair.doc.folder)))})
+        attach_indexes(members, ds, cfg, run)
+        for s in systems:
+            if s.members is not None:
+                s.searcher = s.make_searcher(bool(ds.card.get("ignore_identical_ids")))
         if cfg.search == "random":
             random_attack(systems, variants, ds, qids, measures, run)
         else:

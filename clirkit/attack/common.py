@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clirkit.config import AttackConfig, EvalConfig
+from clirkit.config import AttackConfig, EvalConfig, RetrievalOptions
 from clirkit.data.formats import Dataset
 from clirkit.errors import ClirkitError
-from clirkit.evaluate import searcher_for
+from clirkit.evaluate import is_bm25, searcher_for
 from clirkit.index import DenseIndex, ensure_index
 from clirkit.measures import paired_ttest, t_interval
 from clirkit.models import EncoderPair, load_pair
@@ -101,7 +101,8 @@ def resolve_target(cfg: AttackConfig) -> tuple[list[str], Path, Path | None]:
     if cfg.model:
         if cfg.dataset is None:
             raise ClirkitError("--model given without --dataset", fix="pass --dataset DIR")
-        return list(dict.fromkeys(cfg.model)), cfg.dataset, None
+        # a fusion pairs model i with query_translation i, so a model may be a member twice
+        return list(dict.fromkeys(cfg.model)) if cfg.fuse is None else list(cfg.model), cfg.dataset, None
     chosen = latest_distill_run(cfg.runs_dir)
     dataset = cfg.dataset if cfg.dataset is not None else dataset_of_run(chosen)
     return [str(chosen)], dataset, chosen
@@ -112,24 +113,43 @@ def resolve_target(cfg: AttackConfig) -> tuple[list[str], Path, Path | None]:
 
 @dataclass
 class System:
-    """One retrieval system under attack: an encoder pair, its index, an optional query
-    translation applied to every (clean or perturbed) query before encoding, and its searcher
-    (set by :func:`attach_indexes`)."""
+    """One retrieval system under attack: an encoder pair (None for ``bm25``), its index, an
+    optional query translation applied to every (clean or perturbed) query before encoding, and
+    its searcher (set by :func:`attach_indexes`). A fused system has ``members`` instead and
+    searches each of them with the same (perturbed) text (:func:`fused_system`)."""
 
     name: str
     model: str
     translation: str | None
-    pair: EncoderPair
+    pair: EncoderPair | None
     eval_cfg: EvalConfig
     translate: Translate
     index: DenseIndex | None = None
     searcher: Searcher | None = None
+    ds: Dataset | None = None
+    run: Run | None = None
+    members: list[System] | None = None
+    fusion: dict[str, Any] | None = None
 
     def make_searcher(self, ignore_identical_ids: bool, batch_size: int | None = -1) -> Searcher:
         """The system's searcher as ``clirkit eval`` builds it (``batch_size=None``: one batch per call)."""
-        assert self.index is not None
-        inner = searcher_for(self.pair, self.index, self.eval_cfg, ignore_identical_ids, batch_size, self.name)
+        if self.members is not None:
+            from clirkit.retrieval.fusion import FusionSearcher
+
+            assert self.fusion is not None
+            return FusionSearcher([m.make_searcher(ignore_identical_ids, batch_size) for m in self.members],
+                                  **self.fusion)
+        assert self.index is not None or self.pair is None
+        inner = searcher_for(self.pair, self.index, self.eval_cfg, ignore_identical_ids, batch_size, self.name,
+                             self.ds, self.run)
         return Translated(inner, self.translate, _translation_label(self.translation)) if self.translation else inner
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of the system."""
+        if self.members is not None:
+            return {"name": self.name, "fusion": self.fusion, "members": [m.describe() for m in self.members]}
+        models = self.pair.describe() if self.pair is not None else {"system": self.model}
+        return {"name": self.name, **models, "query_translation": self.translation}
 
 
 class _IndexSlot:
@@ -160,28 +180,44 @@ def _translation_label(spec: str) -> str:
 def eval_config(cfg: AttackConfig, model: str, dataset: Path, translation: str | None) -> EvalConfig:
     """The ``clirkit eval`` configuration one system of the attack retrieves with."""
     return EvalConfig(runs_dir=cfg.runs_dir, seed=cfg.seed, device=cfg.device, model=model, dataset=dataset,
-                      factory=cfg.factory, batch_size=cfg.batch_size, scoring=cfg.scoring, split=cfg.split,
-                      top_k=cfg.top_k, measures=cfg.measures, maxsim_mode=cfg.maxsim_mode,
-                      rerank_k=cfg.rerank_k, query_translation=translation)
+                      split=cfg.split, query_translation=translation, **cfg.subset(RetrievalOptions))
+
+
+def _translation(spec: str) -> str | None:
+    return None if spec.strip().lower() in ("", "none") else spec.strip()
 
 
 def load_systems(cfg: AttackConfig, models: list[str], ds: Dataset) -> list[System]:
-    """Every model x query translation (``none`` = untranslated), encoders loaded, no index yet."""
-    translations = [None if t.strip().lower() in ("", "none") else t.strip()
-                    for t in dict.fromkeys(cfg.query_translation or ["none"])]
+    """Every model x query translation (``none`` = untranslated), encoders loaded, no index yet;
+    with ``fuse``, model i with query translation i (one translation: the same for all)."""
+    if cfg.fuse is None:
+        translations = [_translation(t) for t in dict.fromkeys(cfg.query_translation or ["none"])]
+        combos = [(m, t) for m in models for t in translations]
+    else:
+        given = cfg.query_translation or ["none"]
+        combos = list(zip(models, [_translation(t) for t in (given * len(models) if len(given) == 1 else given)]))
     translators: dict[str, Translate] = {}
+    pairs: dict[str, EncoderPair | None] = {}
     systems = []
-    for model in models:
-        pair = load_pair(model, device=cfg.device)
-        for t in translations:
-            if t is not None and t not in translators:
-                from clirkit.lexicon import translator_for
+    for model, t in combos:
+        if model not in pairs:
+            pairs[model] = None if is_bm25(model) else load_pair(model, device=cfg.device)
+        if t is not None and t not in translators:
+            from clirkit.lexicon import translator_for
 
-                translators[t] = translator_for(t, ds)
-            name = _short(model) + (f"+{_translation_label(t)}" if t else "")
-            systems.append(System(name, model, t, pair, eval_config(cfg, model, ds.path, t),
-                                  translators[t] if t else dict))
+            translators[t] = translator_for(t, ds)
+        name = _short(model) + (f"+{_translation_label(t)}" if t else "")
+        systems.append(System(name, model, t, pairs[model], eval_config(cfg, model, ds.path, t),
+                              translators[t] if t else dict))
     return systems
+
+
+def fused_system(cfg: AttackConfig, members: list[System]) -> System:
+    """The one system ``--fuse`` attacks: its members' searchers fused (:class:`FusionSearcher`)."""
+    params = {"k": cfg.fuse_rrf_k} if cfg.fuse == "rrf" else {"norm": cfg.fuse_norm or "min-max"}
+    fusion = {"method": cfg.fuse, "weights": cfg.fuse_weights, "params": params}
+    name = f"{cfg.fuse}({', '.join(m.name for m in members)})"
+    return System(name, name, None, None, members[0].eval_cfg, dict, members=members, fusion=fusion)
 
 
 def attach_indexes(systems: list[System], ds: Dataset, cfg: AttackConfig, run: Run) -> None:
@@ -189,6 +225,10 @@ def attach_indexes(systems: list[System], ds: Dataset, cfg: AttackConfig, run: R
     each system's searcher."""
     by_fp: dict[str, DenseIndex] = {}
     for system in systems:
+        system.ds, system.run = ds, run
+        if system.pair is None:  # bm25 builds (or reuses) its own index in <run>/bm25
+            system.searcher = system.make_searcher(bool(ds.card.get("ignore_identical_ids")))
+            continue
         doc = system.pair.doc
         if doc.fingerprint not in by_fp:
             where = run if not by_fp else _IndexSlot(run, len(by_fp))

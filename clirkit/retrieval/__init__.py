@@ -2,11 +2,9 @@
 
 A builder takes a :class:`SearchSetup` (what the stage knows: encoders, the dataset, the
 scoring options, how to get a dense index) and returns a :class:`Searcher`; ``clirkit eval``
-and both attacks only call :func:`build_searcher`. ``dense`` and ``maxsim`` are registered
-here; ``bm25`` (:mod:`clirkit.retrieval.bm25`) and a future ``fusion`` register the same way::
-
-    @SEARCHERS.register("bm25")
-    def _bm25(setup: SearchSetup) -> Searcher: ...
+and both attacks only call :func:`build_searcher`. ``dense``, ``maxsim`` and ``bm25`` (the
+lexical system, :mod:`clirkit.retrieval.bm25`, which ignores the encoders and the dense index)
+are registered here. Fusions of several systems are :class:`~clirkit.retrieval.fusion.FusionSearcher`.
 """
 
 from __future__ import annotations
@@ -17,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from clirkit.registry import Registry
 from clirkit.retrieval.base import RunDict, Searcher, Translate, Translated, drop_identical, retrieve, run_from_top
+from clirkit.retrieval.bm25 import BM25Searcher, document_analyzer, ensure_bm25_index
 from clirkit.retrieval.dense import DenseSearcher
 from clirkit.retrieval.maxsim import MaxSimSearcher, PackedDocs, maxsim_packed, maxsim_scores
 
 if TYPE_CHECKING:
     from clirkit.models import EncoderPair
 
-__all__ = ["SEARCHERS", "DenseSearcher", "MaxSimSearcher", "PackedDocs", "RunDict", "SearchSetup", "Searcher",
-           "Translated", "build_searcher", "drop_identical", "maxsim_packed", "maxsim_scores", "retrieve",
-           "run_from_top"]
+__all__ = ["SEARCHERS", "BM25Searcher", "DenseSearcher", "MaxSimSearcher", "PackedDocs", "RunDict", "SearchSetup",
+           "Searcher", "Translated", "build_searcher", "document_analyzer", "drop_identical", "ensure_bm25_index",
+           "maxsim_packed", "maxsim_scores", "retrieve", "run_from_top"]
 
 
 @dataclass
@@ -40,7 +39,9 @@ class SearchSetup:
         rerank_k: dense candidates re-ranked by MaxSim.
         batch_size: query encoder batch size; None: each call's texts in one batch.
         name: the system's label.
-        extra: anything a further builder needs (dataset, run, BM25 parameters).
+        extra: anything a further builder needs; ``bm25`` reads ``dataset`` (a
+            :class:`~clirkit.data.formats.Dataset`), ``run`` (where its index goes) and ``bm25``
+            (``{"k1", "b", "method", "stem", "stopwords"}``).
     """
 
     scoring: str
@@ -67,6 +68,13 @@ def _maxsim(setup: SearchSetup) -> Searcher:
     assert setup.pair is not None and setup.index is not None
     return MaxSimSearcher(setup.pair.query, setup.index(), setup.maxsim_mode, setup.rerank_k, setup.batch_size,
                           setup.name)
+
+
+@SEARCHERS.register("bm25")
+def _bm25(setup: SearchSetup) -> Searcher:
+    ds, run, p = setup.extra["dataset"], setup.extra["run"], setup.extra["bm25"]
+    analyzer = document_analyzer(ds, stem=p["stem"], stopwords=p["stopwords"])
+    return ensure_bm25_index(ds, run, analyzer, p["k1"], p["b"], p["method"])
 
 
 def build_searcher(setup: SearchSetup, translate: Translate | None = None, translation: str | None = None

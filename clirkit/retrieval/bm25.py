@@ -41,7 +41,8 @@ from clirkit.analysis import Analyzer
 from clirkit.data.formats import Dataset, sha256_file
 from clirkit.errors import ClirkitError
 from clirkit.progress import progress
-from clirkit.rundir import Run, completed_runs, write_json
+from clirkit.retrieval.base import Searcher
+from clirkit.rundir import Run, completed_runs, reuse_allowed, write_json
 
 log = logging.getLogger("clirkit")
 FORMAT_VERSION = 1
@@ -82,8 +83,8 @@ def _sorted_columns(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -
     return np.asarray(data)[order], np.asarray(indices)[order]
 
 
-class BM25Searcher:
-    """Sparse BM25 retrieval over one corpus (the Searcher interface: encode, score, top, search).
+class BM25Searcher(Searcher):
+    """Sparse BM25 retrieval over one corpus (the :class:`~clirkit.retrieval.Searcher` interface).
 
     Args:
         retriever: an indexed ``bm25s.BM25``.
@@ -251,12 +252,19 @@ def document_analyzer(ds: Dataset, stem: bool = True, stopwords: bool = True) ->
     return Analyzer((ds.card.get("languages") or {}).get("document"), stem=stem, stopwords=stopwords)
 
 
+def _stored_key(folder: Path) -> str | None:
+    m = folder / "manifest.json"
+    return json.loads(m.read_text(encoding="utf-8")).get("key") if m.is_file() else None
+
+
 def find_bm25_index(runs_dir: Path, key: str) -> Path | None:
-    """The ``bm25/`` folder of the newest completed run holding a BM25 index with ``key``."""
+    """The ``bm25/`` folder of the newest completed run holding a BM25 index with ``key``
+    (None inside :func:`clirkit.rundir.fresh_run`: ``clirkit reproduce`` builds everything)."""
+    if not reuse_allowed():
+        return None
     for run in reversed(completed_runs(runs_dir)):
-        m = run / INDEX_DIR / "manifest.json"
-        if m.is_file() and json.loads(m.read_text(encoding="utf-8")).get("key") == key:
-            return m.parent
+        if _stored_key(run / INDEX_DIR) == key:
+            return run / INDEX_DIR
     return None
 
 
@@ -274,11 +282,17 @@ def ensure_bm25_index(ds: Dataset, run: Run, analyzer: Analyzer, k1: float = 1.5
                       method: str = "lucene") -> BM25Searcher:
     """The BM25 index of ``ds``'s corpus in ``<run>/bm25``: hard-linked from an earlier completed
     run with the same key, built otherwise. The key and whether it was reused go to the run's
-    manifest under ``bm25``."""
+    manifest under ``bm25``. A second call in the same run (an attack builds each system's
+    searcher more than once) loads what the first one stored."""
     check_params(k1, b, method)
     corpus_sha = (ds.card.get("sha256") or {}).get("corpus.jsonl") or sha256_file(ds.corpus_path)
     key = bm25_key(corpus_sha, analyzer, k1, b, method)
     dest = run.path / INDEX_DIR
+    if _stored_key(dest) == key:
+        return BM25Searcher.load(dest, analyzer)
+    if dest.exists():
+        raise ClirkitError("this run already holds a BM25 index with other parameters", path=dest,
+                           fix="use one set of bm25_* options per run")
     found = find_bm25_index(run.runs_dir, key)
     if found is not None:
         log.info("reusing BM25 index %s (key %s)", found, key)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from clirkit.errors import ClirkitError
+from clirkit.retrieval.base import Searcher
 
 RunDict = dict[str, dict[str, float]]
 METHODS = ("rrf", "combsum", "combmnz")
@@ -153,11 +154,7 @@ def cut(run: RunDict, k: int) -> RunDict:
     return {q: dict(sorted(docs.items(), key=lambda x: (-x[1], x[0]))[:k]) for q, docs in run.items()}
 
 
-class Searcher(Protocol):
-    def search(self, queries: dict[str, str], k: int) -> RunDict: ...
-
-
-class FusionSearcher:
+class FusionSearcher(Searcher):
     """A system that searches with every member and fuses their rankings (:func:`fuse_runs`).
 
     Every member sees the same query texts, so a perturbed query (an attack) reaches each
@@ -165,7 +162,7 @@ class FusionSearcher:
     outside the members' rankings, so the greedy attack's per-document scoring is refused.
 
     Args:
-        members: objects with ``search(queries, k) -> {qid: {doc_id: score}}``.
+        members: the member searchers (only their ``search`` is called).
         method, weights, params: as for :func:`fuse_runs`.
         depth: documents each member retrieves per query (default: the ``k`` asked for).
     """
@@ -179,6 +176,7 @@ class FusionSearcher:
         self.depth = depth
         names = ", ".join(getattr(m, "name", type(m).__name__) for m in self.members)
         self.name = f"{method}({names})"
+        self.doc_ids = list(getattr(self.members[0], "doc_ids", []))
 
     def search(self, queries: dict[str, str], k: int) -> RunDict:
         """Search every member with ``queries`` and fuse; the ``k`` best fused documents per query."""
