@@ -108,7 +108,7 @@ def run_xglue_eval(cfg: EvalConfig) -> Path:
     task = cfg.task.lower()
     for lang in cfg.langs or TASKS.get(task, ((), ()))[1]:  # fail on missing files before any work
         load_xglue(task, lang, cfg.split, data_dir)
-    pair = load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)
+    pair = load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device, cfg.precision, cfg.devices)
     with start_run(cfg.runs_dir, "eval", cfg, cfg.seed) as run:
         run.add_inputs(query_model=pair.query.folder)
         run.record(models=pair.describe(), data_dir=str(data_dir))
@@ -129,7 +129,8 @@ def run_eval(cfg: EvalConfig) -> Path:
         raise ClirkitError("no dataset given", fix="pass --dataset DIR (a prepared dataset) or --benchmark xglue")
     parse_measures(cfg.measures)  # fail before any work
     ds = load_dataset(cfg.dataset, cfg.split)
-    pair = None if is_bm25(cfg.model) else load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device)
+    pair = None if is_bm25(cfg.model) else load_pair(cfg.model, cfg.query_model, cfg.doc_model, cfg.device,
+                                                      cfg.precision, cfg.devices)
     queries = ds.queries
     if cfg.query_translation:
         from clirkit.lexicon import translator_for

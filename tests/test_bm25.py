@@ -14,8 +14,8 @@ from clirkit.analysis import Analyzer, tokenize
 from clirkit.config import IndexConfig
 from clirkit.data.formats import load_dataset
 from clirkit.errors import ClirkitError
-from clirkit.retrieval.bm25 import BM25Searcher, document_analyzer, ensure_bm25_index, find_bm25_index
-from clirkit.rundir import read_json, start_run
+from clirkit.retrieval.bm25 import INDEX_DIR, BM25Searcher, document_analyzer, ensure_bm25_index
+from clirkit.rundir import find_stored, read_json, start_run
 
 TOY = [("t1", "apple banana apple"), ("t2", "banana cherry"), ("t3", "apple cherry cherry date elder")]
 
@@ -232,9 +232,9 @@ def test_bm25_reuse_is_off_inside_reproduce(beir5, tmp_path):
     cfg = IndexConfig(dataset=beir5, runs_dir=tmp_path / "runs")
     with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
         key = ensure_bm25_index(ds, run, document_analyzer(ds)).manifest["key"]
-    assert find_bm25_index(cfg.runs_dir, key) is not None
+    assert find_stored(cfg.runs_dir, INDEX_DIR, key) is not None
     with fresh_run():
-        assert find_bm25_index(cfg.runs_dir, key) is None
+        assert find_stored(cfg.runs_dir, INDEX_DIR, key) is None
 
 
 def test_bm25_options_are_user_errors(beir5, runs_dir):

@@ -201,7 +201,8 @@ def load_systems(cfg: AttackConfig, models: list[str], ds: Dataset) -> list[Syst
     systems = []
     for model, t in combos:
         if model not in pairs:
-            pairs[model] = None if is_bm25(model) else load_pair(model, device=cfg.device)
+            pairs[model] = None if is_bm25(model) else load_pair(model, device=cfg.device, precision=cfg.precision,
+                                                                 devices=cfg.devices)
         if t is not None and t not in translators:
             from clirkit.lexicon import translator_for
 

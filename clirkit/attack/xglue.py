@@ -49,7 +49,7 @@ def run_xglue_attack(cfg: AttackConfig) -> Path:
         run.add_inputs(xglue=data_dir)
         rows = []
         for model in models:
-            encoder = load_pair(model, device=cfg.device).query
+            encoder = load_pair(model, device=cfg.device, precision=cfg.precision, devices=cfg.devices).query
             run.add_inputs(**{f"model_{model}": encoder.folder})
 
             def encode(texts: list[str], encoder=encoder) -> np.ndarray:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from clirkit.analysis import Analyzer
-from clirkit.data.formats import Dataset, sha256_file
+from clirkit.data.formats import Dataset, file_digest
 from clirkit.errors import ClirkitError
 from clirkit.progress import progress
 from clirkit.retrieval.base import Searcher
-from clirkit.rundir import Run, completed_runs, reuse_allowed, write_json
+from clirkit.rundir import Run, find_stored, freeze_tree, link_tree, write_json
 
 log = logging.getLogger("clirkit")
 FORMAT_VERSION = 1
@@ -257,27 +255,6 @@ def _stored_key(folder: Path) -> str | None:
     return json.loads(m.read_text(encoding="utf-8")).get("key") if m.is_file() else None
 
 
-def find_bm25_index(runs_dir: Path, key: str) -> Path | None:
-    """The ``bm25/`` folder of the newest completed run holding a BM25 index with ``key``
-    (None inside :func:`clirkit.rundir.fresh_run`: ``clirkit reproduce`` builds everything)."""
-    if not reuse_allowed():
-        return None
-    for run in reversed(completed_runs(runs_dir)):
-        if _stored_key(run / INDEX_DIR) == key:
-            return run / INDEX_DIR
-    return None
-
-
-def _link_tree(src: Path, dest: Path) -> None:
-    """Hard-link (copy across filesystems) every file of ``src`` into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        try:
-            os.link(f, dest / f.name)
-        except OSError:
-            shutil.copy2(f, dest / f.name)
-
-
 def ensure_bm25_index(ds: Dataset, run: Run, analyzer: Analyzer, k1: float = 1.5, b: float = 0.75,
                       method: str = "lucene") -> BM25Searcher:
     """The BM25 index of ``ds``'s corpus in ``<run>/bm25``: hard-linked from an earlier completed
@@ -285,7 +262,7 @@ def ensure_bm25_index(ds: Dataset, run: Run, analyzer: Analyzer, k1: float = 1.5
     manifest under ``bm25``. A second call in the same run (an attack builds each system's
     searcher more than once) loads what the first one stored."""
     check_params(k1, b, method)
-    corpus_sha = (ds.card.get("sha256") or {}).get("corpus.jsonl") or sha256_file(ds.corpus_path)
+    corpus_sha = file_digest(ds.corpus_path)
     key = bm25_key(corpus_sha, analyzer, k1, b, method)
     dest = run.path / INDEX_DIR
     if _stored_key(dest) == key:
@@ -293,10 +270,10 @@ def ensure_bm25_index(ds: Dataset, run: Run, analyzer: Analyzer, k1: float = 1.5
     if dest.exists():
         raise ClirkitError("this run already holds a BM25 index with other parameters", path=dest,
                            fix="use one set of bm25_* options per run")
-    found = find_bm25_index(run.runs_dir, key)
+    found = find_stored(run.runs_dir, INDEX_DIR, key)
     if found is not None:
         log.info("reusing BM25 index %s (key %s)", found, key)
-        _link_tree(found, dest)
+        link_tree(found, dest)
         searcher = BM25Searcher.load(dest, analyzer)
         reused = str(found.parent)
     else:
@@ -309,6 +286,7 @@ def ensure_bm25_index(ds: Dataset, run: Run, analyzer: Analyzer, k1: float = 1.5
             "analyzer": analyzer.describe(), "k1": k1, "b": b, "method": method, "count": len(searcher.doc_ids),
             "vocabulary": len(searcher._vocab), "build_seconds": round(seconds, 3),
         })
+        freeze_tree(dest)
         reused = None
     run.record(bm25={"key": key, "reused_from": reused, "analyzer": analyzer.describe(), "k1": k1, "b": b,
                      "method": method})
