@@ -10,7 +10,7 @@ import pytest
 from clirkit.index import DenseIndex
 from clirkit.retrieval import DenseSearcher, MaxSimSearcher, maxsim_scores, retrieve
 from clirkit.retrieval.base import top_rows
-from clirkit.retrieval.maxsim import MaxSimRep, PackedDocs, maxsim_packed
+from clirkit.retrieval.maxsim import MaxSimRep, PackedDocs, maxsim_bounds, maxsim_packed, maxsim_top
 
 
 def naive_maxsim(q: np.ndarray, d: np.ndarray) -> float:
@@ -155,3 +155,42 @@ def test_packed_docs_select_rows_in_given_order():
     packed = PackedDocs.from_offsets(toks, offsets, np.array([2, 0]))
     got = maxsim_packed([q], packed)[0]
     np.testing.assert_allclose(got, [naive_maxsim(q, toks[5:10]), naive_maxsim(q, toks[0:2])], atol=1e-5)
+
+
+def naive_top(queries, docs, k):
+    """Reference top k: float64 naive MaxSim of every pair, stable sort (ties by row)."""
+    full = np.array([[naive_maxsim(q, d) for d in docs] for q in queries])
+    best = np.argsort(-full, axis=1, kind="stable")[:, :min(k, len(docs))]
+    return full, best
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40, 500])
+def test_maxsim_top_equals_naive_top_k(k):
+    rng = np.random.default_rng(6)
+    docs = [unit(rng, n, 16) for n in rng.integers(0, 9, 60)]  # some documents are empty
+    docs[7] = docs[3].copy()  # an exact tie, broken by row as a full sort breaks it
+    docs[12] = np.zeros((0, 16), np.float32)
+    queries = [unit(rng, m, 16) for m in (5, 0, 1, 12)]
+    full, best = naive_top(queries, docs, k)
+    rows, scores, scored = maxsim_top(queries, PackedDocs.from_list(docs), k, batch=3)
+    assert rows.shape == (4, min(k, len(docs)))
+    assert (rows[1] == -1).all() and np.isneginf(scores[1]).all()  # an empty query retrieves nothing
+    for i in (0, 2, 3):
+        assert rows[i].tolist() == best[i].tolist()
+        finite = np.isfinite(full[i, best[i]])
+        np.testing.assert_allclose(scores[i][finite], full[i, best[i]][finite], atol=1e-5)
+        assert np.isneginf(scores[i][~finite]).all()  # k beyond the non-empty documents: empty ones last
+    if k <= 3:
+        assert scored[0] < 20  # the bounds prune: most documents are never scored in float32
+
+
+def test_maxsim_bounds_hold_for_the_exact_scores():
+    rng = np.random.default_rng(7)
+    docs = [unit(rng, n, 32) for n in (1, 4, 0, 9, 4)]
+    queries = [unit(rng, m, 32) for m in (3, 7)]
+    full = np.array([[naive_maxsim(q, d) for d in docs] for q in queries])
+    lower, upper = maxsim_bounds(queries, PackedDocs.from_list(docs).low(), len(docs))
+    finite = np.isfinite(full)
+    assert np.array_equal(np.isfinite(lower), finite)
+    assert (lower[finite] <= full[finite]).all() and (full[finite] <= upper[finite]).all()
+    assert (upper[finite] - lower[finite]).max() < 0.1  # and they are tight enough to prune
