@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SECTION = "## MaxSim"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def old_maxsim(q_tokens, d_tokens, offsets):
@@ -72,18 +72,6 @@ def build(tmp: Path) -> tuple[Path, Path]:
     subprocess.run([*py, "--runs-dir", str(tmp / "runs"), "index", "--model", "minilm", "--dataset", str(data),
                     "--scoring", "maxsim"], check=True, env=env)
     return next((tmp / "runs").glob("*/index")), data
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace the ``## MaxSim`` section of ``path`` (up to the next ``## ``), or append it."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    path.write_text(new, encoding="utf-8")
 
 
 def main() -> None:
@@ -150,11 +138,12 @@ def run(args) -> None:
              f"{tokens32.shape[1]}-d; bf16 copy built in {setup:.1f} s")
     print_table(table, title=title)
     if args.write:
-        load = os.getloadavg()[0]
+        from _results import machine, write_section
+
         md = table.to_markdown(index=False, floatfmt=".3g")
         cmd = "python bench/bench_maxsim.py --index RUN/index --dataset DATA --write"
-        write_section(ROOT / "bench" / "results.md", f"{SECTION}\n\n{title}. Load average {load:.1f} on 2 cores "
-                      f"(wall times are shared; CPU times are this process's).\n\nCommand: `{cmd}`\n\n{md}\n")
+        write_section("MaxSim", f"{title}. Measured {machine()} (wall times are shared; CPU times are this "
+                      f"process's).\n\nCommand: `{cmd}`\n\n{md}\n")
 
 
 if __name__ == "__main__":
