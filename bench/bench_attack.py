@@ -89,11 +89,12 @@ def main() -> None:
     from clirkit.attack import System, eval_config, greedy_query
     from clirkit.config import AttackConfig
     from clirkit.data.formats import load_dataset, sha256_file
-    from clirkit.index import build_index, index_key, load_index
+    from clirkit.index import build_index, index_key
     from clirkit.lexicon import translator_for
     from clirkit.models import load_pair
     from clirkit.perturb import parse_spec
     from clirkit.report import print_table
+    from clirkit.retrieval.store import load_index
 
     with tempfile.TemporaryDirectory(prefix="bench-attack-") as tmp:
         tmp = Path(tmp)

@@ -95,10 +95,10 @@ def run(args) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from clirkit.index import load_index
     from clirkit.models import load_encoder
     from clirkit.retrieval.base import top_rows
-    from clirkit.retrieval.maxsim import maxsim_top
+    from clirkit.retrieval.maxsim import maxsim_top, packed_tokens
+    from clirkit.retrieval.store import load_index
     from clirkit.tables import print_table
 
     index = load_index(args.index)
@@ -107,7 +107,7 @@ def run(args) -> None:
     tokens32 = np.asarray(index.tokens, dtype=np.float32)
     offsets = index.token_offsets
     start = time.perf_counter()
-    packed = index.packed_tokens
+    packed = packed_tokens(index)
     packed.low()
     setup = time.perf_counter() - start
     q_len = np.array([len(q) for q in queries])

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from clirkit.data.formats import Dataset, file_digest, load_dataset
 from clirkit.errors import ClirkitError
 from clirkit.models import Encoder, load_encoder
 from clirkit.progress import progress
+from clirkit.retrieval.store import DenseIndex, load_index
 from clirkit.rundir import Run, find_stored, freeze_tree, link_tree, start_run, write_json
 
 log = logging.getLogger("clirkit")
@@ -36,50 +35,6 @@ FORMAT_VERSION = 1
 def index_key(model_fp: str, corpus_sha: str, factory: str, scoring: str) -> str:
     blob = json.dumps([FORMAT_VERSION, model_fp, corpus_sha, factory, scoring == "maxsim"])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass
-class DenseIndex:
-    """A loaded index: ids, the FAISS index, and (for maxsim) token embeddings."""
-
-    path: Path
-    manifest: dict
-    doc_ids: list[str]
-    faiss_index: object
-    tokens: np.ndarray | None = None
-    token_offsets: np.ndarray | None = None
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        return np.load(self.path / "embeddings.npy", mmap_mode="r")
-
-    @cached_property
-    def packed_tokens(self):
-        """Every document's token embeddings as float32, grouped by length for exhaustive MaxSim
-        (:class:`clirkit.retrieval.maxsim.PackedDocs`), read once: exhaustive MaxSim reads the
-        whole corpus for every query batch, and converting the float16 memory map each time
-        costs more than the scoring."""
-        from clirkit.retrieval.maxsim import PackedDocs
-
-        assert self.tokens is not None and self.token_offsets is not None
-        return PackedDocs.from_offsets(self.tokens, self.token_offsets)
-
-    def doc_tokens(self, i: int) -> np.ndarray:
-        assert self.tokens is not None and self.token_offsets is not None
-        return self.tokens[self.token_offsets[i]:self.token_offsets[i + 1]]
-
-
-def load_index(path: Path) -> DenseIndex:
-    import faiss
-
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    doc_ids = (path / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    idx = faiss.read_index(str(path / "index.faiss"))
-    tokens = offsets = None
-    if (path / "tokens.npy").is_file():
-        tokens = np.load(path / "tokens.npy", mmap_mode="r")
-        offsets = np.load(path / "token_offsets.npy")
-    return DenseIndex(path, manifest, doc_ids, idx, tokens, offsets)
 
 
 def _count_docs(ds: Dataset) -> int:

@@ -7,10 +7,10 @@ import faiss
 import numpy as np
 import pytest
 
-from clirkit.index import DenseIndex
 from clirkit.retrieval import DenseSearcher, MaxSimSearcher, maxsim_scores, retrieve
 from clirkit.retrieval.base import top_rows
 from clirkit.retrieval.maxsim import MaxSimRep, PackedDocs, maxsim_bounds, maxsim_packed, maxsim_top
+from clirkit.retrieval.store import DenseIndex
 
 
 def naive_maxsim(q: np.ndarray, d: np.ndarray) -> float:

@@ -17,11 +17,12 @@ from clirkit.config import AttackConfig, EvalConfig, RetrievalOptions
 from clirkit.data.formats import Dataset
 from clirkit.errors import ClirkitError
 from clirkit.evaluate import is_bm25, searcher_for
-from clirkit.index import DenseIndex, ensure_index
+from clirkit.index import ensure_index
 from clirkit.measures import paired_ttest, t_interval
 from clirkit.models import EncoderPair, load_pair
 from clirkit.perturb import PerturbSpec, parse_spec, perturb_many
 from clirkit.retrieval import RunDict, Searcher, Translated, retrieve
+from clirkit.retrieval.store import DenseIndex
 from clirkit.rundir import Run, completed_runs, read_json
 from clirkit.seeding import set_seed
 from clirkit.tables import file_label

@@ -9,8 +9,8 @@ import numpy as np
 from clirkit.retrieval.base import Rep, Searcher
 
 if TYPE_CHECKING:
-    from clirkit.index import DenseIndex
     from clirkit.models import Encoder
+    from clirkit.retrieval.store import DenseIndex
 
 
 def faiss_top(index: DenseIndex, q_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

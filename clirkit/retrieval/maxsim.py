@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clirkit.errors import ClirkitError
 from clirkit.retrieval.base import Rep, RunDict, Searcher, run_from_top, top_rows
 from clirkit.retrieval.dense import faiss_top
 
 if TYPE_CHECKING:
-    from clirkit.index import DenseIndex
     from clirkit.models import Encoder
+    from clirkit.retrieval.store import DenseIndex
 
 log = logging.getLogger("clirkit")
 #: floats in one similarity block (query tokens x document tokens): 64 MB in float32
@@ -166,6 +167,17 @@ class LowPrecision:
             max_err = max(max_err, float((t - low.float()).norm(dim=2).max()))
             groups.append((pos, low.permute(1, 2, 0).contiguous()))
         return cls(groups, dtype, max_norm, max_err)
+
+
+def packed_tokens(index: DenseIndex) -> PackedDocs:
+    """The index's document token embeddings as float32, grouped by length, built once per loaded
+    index: exhaustive MaxSim reads the whole corpus for every query batch, and converting the
+    float16 memory map each time would cost more than the scoring."""
+    if "packed" not in index.derived:
+        if index.tokens is None or index.token_offsets is None:
+            raise ClirkitError("this index has no token embeddings", fix="index with --scoring maxsim")
+        index.derived["packed"] = PackedDocs.from_offsets(index.tokens, index.token_offsets)
+    return index.derived["packed"]
 
 
 def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
@@ -318,8 +330,6 @@ class MaxSimSearcher(Searcher):
 
     def __init__(self, encoder: Encoder, index: DenseIndex, mode: str = "auto", rerank_k: int = 100,
                  batch_size: int | None = 64, name: str | None = None) -> None:
-        from clirkit.errors import ClirkitError
-
         if index.tokens is None or index.token_offsets is None:
             raise ClirkitError("this index has no token embeddings", fix="index with --scoring maxsim")
         if mode == "auto":
@@ -370,7 +380,7 @@ class MaxSimSearcher(Searcher):
 
     def top(self, reps: list[Rep], k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.mode == "exhaustive":
-            rows, scores, scored = maxsim_top([r.tokens for r in reps], self.index.packed_tokens, k)
+            rows, scores, scored = maxsim_top([r.tokens for r in reps], packed_tokens(self.index), k)
             self.scored = scored  # documents scored exactly per query (the bench reports the pruning)
             return rows, scores
         if self.mode == "rerank":
@@ -403,7 +413,7 @@ class MaxSimSearcher(Searcher):
 
 def token_ann_recall(searcher: MaxSimSearcher, reps: list[MaxSimRep], rows: np.ndarray, k: int) -> dict:
     """Recall@k of ``rows`` (token-ann results) against exhaustive MaxSim, over these queries."""
-    exact, _ = top_rows(_batched([r.tokens for r in reps], searcher.index.packed_tokens, np.float32), k)
+    exact, _ = top_rows(_batched([r.tokens for r in reps], packed_tokens(searcher.index), np.float32), k)
     hits = [len(set(a[a >= 0].tolist()) & set(b.tolist())) / max(1, len(b)) for a, b in zip(rows, exact)]
     return {"recall_vs_exhaustive": float(np.mean(hits)) if hits else float("nan"), "recall_at": int(exact.shape[1]),
             "recall_queries": len(hits)}
