@@ -213,6 +213,22 @@ def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
     per_token = q_norm * low.max_err + q_err * low.max_norm + 1.01 * dim * F32_EPS * q_norm * low.max_norm + 1e-5
     slack = np.add.reduceat(per_token, starts)[:, None]
     live_idx = np.array(live)[:, None]
+    # One thread: the pass is many mid-sized bfloat16 products and elementwise maxima, which on a
+    # 2-core CPU ran 5-10x slower with 2 torch threads than with 1 (bench/bench_maxsim.py).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _bound_pass(ql, low, starts, slack, live_idx, out_eps, chunk, lower, upper)
+    finally:
+        torch.set_num_threads(threads)
+    return lower, upper
+
+
+def _bound_pass(ql, low: LowPrecision, starts: np.ndarray, slack: np.ndarray, live_idx: np.ndarray,
+                out_eps: float, chunk: int, lower: np.ndarray, upper: np.ndarray) -> None:
+    """:func:`maxsim_bounds`' product and max over every document group, filling ``lower``/``upper``."""
+    import torch
+
     with torch.inference_mode():
         for pos, block in low.groups:
             for s in range(0, block.shape[2], chunk):
@@ -224,7 +240,6 @@ def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
                 err = slack + out_eps * np.add.reduceat(np.abs(best), starts, axis=0)
                 lower[live_idx, pos[s:s + chunk]] = approx - err
                 upper[live_idx, pos[s:s + chunk]] = approx + err
-    return lower, upper
 
 
 def maxsim_top(queries: list[np.ndarray], docs: PackedDocs, k: int,
