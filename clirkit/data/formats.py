@@ -254,16 +254,20 @@ def read_queries(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     return queries, langs
 
 
+def relevance_grade(value: str, path: str | Path, line: int) -> int:
+    """A qrels relevance grade; anything but an integer is a user error naming the file and line."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ClirkitError(f"relevance {value!r} is not an integer", path=path, line=line,
+                           fix="relevance grades are integers") from None
+
+
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Qrels ``{qid: {docid: grade}}`` from a BEIR ``qrels/<split>.tsv``."""
     qrels: dict[str, dict[str, int]] = {}
     for n, (qid, did, score) in iter_tsv(path, header=QRELS_HEADER):
-        try:
-            grade = int(score)
-        except ValueError:
-            raise ClirkitError(f"score {score!r} is not an integer", path=path, line=n,
-                               fix="relevance grades are integers") from None
-        qrels.setdefault(qid, {})[did] = grade
+        qrels.setdefault(qid, {})[did] = relevance_grade(score, path, n)
     return qrels
 
 
@@ -522,12 +526,7 @@ def read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
         else:
             raise ClirkitError(f"expected 3 (qid docid rel) or 4 (qid 0 docid rel) columns, found {len(cols)}",
                                path=path, line=n, fix="check that this is a qrels file")
-        try:
-            grade = int(rel)
-        except ValueError:
-            raise ClirkitError(f"relevance {rel!r} is not an integer", path=path, line=n,
-                               fix="the last column must be an integer grade") from None
-        qrels.setdefault(qid, {})[did] = grade
+        qrels.setdefault(qid, {})[did] = relevance_grade(rel, path, n)
     return qrels
 
 
