@@ -102,7 +102,7 @@ def transfer_embeddings(teacher_emb: np.ndarray, teacher_vocab: dict[str, int], 
     """
     from clirkit.lexicon import dice_scores
 
-    n_s, d = len(student_vocab), teacher_emb.shape[1]
+    n_s = len(student_vocab)
     if sorted(student_vocab.values()) != list(range(n_s)):
         raise ValueError("student ids must be 0 .. V_s - 1")
     f_ids, f_off = _flatten(student_ids)
