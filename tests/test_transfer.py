@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,32 @@ def test_layers_1_keeps_the_first_layer(tiny_model, tmp_path):
     with pytest.raises(ClirkitError, match="layers=3"):
         build_transfer_student(tiny_model, foreign, english, vocab_size=100, layers=3, out_dir=tmp_path / "bad",
                                cache=tmp_path / "cache")
+
+
+def test_distill_trains_the_transfer_student_with_its_own_tokenizer(built, tiny_model, tmp_path, monkeypatch):
+    """`clirkit distill --student <folder>` takes the transfer student as a model student."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from clirkit.cli import app
+
+    path, stats, _, _ = built
+    foreign, english = _pairs(48)
+    data = tmp_path / "bitext-en-xx"
+    (data / "bitext").mkdir(parents=True)
+    for split, rows in (("train", range(0, 32)), ("dev", range(32, 48))):
+        lines = ["id\tsrc\ttgt"] + [f"{split}{i}\t{english[i]}\t{foreign[i]}" for i in rows]
+        (data / "bitext" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / "dataset.json").write_text(json.dumps({"name": "bitext-en-xx", "pair": "en-xx", "kind": "bitext"}))
+    monkeypatch.setenv("CLIRKIT_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(app, ["--runs-dir", str(tmp_path / "runs"), "distill", "--bitext", str(data),
+                                 "--teacher", str(tiny_model), "--student", str(path),
+                                 "--loss", "mse", "--token-weights", "idf", "--batch-size", "16", "--epochs", "1"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    trained = SentenceTransformer(str(run / "checkpoint"), device="cpu")
+    assert len(trained[0].tokenizer) == stats["vocab_size"]
+    assert trained[0].tokenizer.tokenize("kwazi") == ["kwazi"]
