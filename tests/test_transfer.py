@@ -1,4 +1,4 @@
-"""Vocabulary transfer (clirkit.transfer): Dice by hand, embedding initialisation, the saved student."""
+"""Vocabulary transfer (clirkit.distill.transfer): Dice by hand, embedding initialisation, the saved student."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from clirkit.distill.transfer import build_transfer_student, top_n_per_row, transfer_embeddings
 from clirkit.errors import ClirkitError
 from clirkit.lexicon import dice_scores
-from clirkit.transfer import build_transfer_student, top_n_per_row, transfer_embeddings
 
 # Made-up foreign words, each the translation of one English word; "the" pads every English
 # sentence, so raw co-occurrence counts (unlike Dice) would pick it for every foreign word.
@@ -142,30 +142,84 @@ def test_layers_1_keeps_the_first_layer(tiny_model, tmp_path):
                                cache=tmp_path / "cache")
 
 
-def test_distill_trains_the_transfer_student_with_its_own_tokenizer(built, tiny_model, tmp_path, monkeypatch):
-    """`clirkit distill --student <folder>` takes the transfer student as a model student."""
+@pytest.fixture
+def distill_env(tmp_path_factory, monkeypatch):
+    """A tiny bitext (tests.test_distill's), one intra-op thread, and a cache shared by this module's runs."""
+    from tests.test_distill import write_bitext
+
+    root = tmp_path_factory.getbasetemp()
+    data = root / "bitext-en-xx"
+    if not data.exists():
+        write_bitext(data)
+    monkeypatch.setenv("CLIRKIT_CACHE", str(root / "transfer-cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield data, root / "transfer-cache"
+    torch.set_num_threads(before)
+
+
+def transfer_args(data: Path, teacher: Path, *extra) -> list:
+    return ["--bitext", data, "--teacher", teacher, "--student", "transfer", "--student-layers", 1,
+            "--vocab-size", 150, "--batch-size", 32, *extra]
+
+
+def test_distill_student_transfer_records_its_stats_and_keeps_its_vocabulary(distill_env, tiny_model, runs_dir):
+    """`distill --student transfer`: built from the training pairs, trained, its vocabulary in the checkpoint."""
     import json
 
     from sentence_transformers import SentenceTransformer
-    from typer.testing import CliRunner
 
-    from clirkit.cli import app
+    from tests.test_distill import FOREIGN, distill, training
 
-    path, stats, _, _ = built
-    foreign, english = _pairs(48)
-    data = tmp_path / "bitext-en-xx"
-    (data / "bitext").mkdir(parents=True)
-    for split, rows in (("train", range(0, 32)), ("dev", range(32, 48))):
-        lines = ["id\tsrc\ttgt"] + [f"{split}{i}\t{english[i]}\t{foreign[i]}" for i in rows]
-        (data / "bitext" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (data / "dataset.json").write_text(json.dumps({"name": "bitext-en-xx", "pair": "en-xx", "kind": "bitext"}))
-    monkeypatch.setenv("CLIRKIT_CACHE", str(tmp_path / "cache"))
-    r = CliRunner().invoke(app, ["--runs-dir", str(tmp_path / "runs"), "distill", "--bitext", str(data),
-                                 "--teacher", str(tiny_model), "--student", str(path),
-                                 "--loss", "mse", "--token-weights", "idf", "--batch-size", "16", "--epochs", "1"],
-                           catch_exceptions=False)
+    data, cache = distill_env
+    r, run = distill(runs_dir, *transfer_args(data, tiny_model, "--loss", "mse", "--epochs", 1))
     assert r.exit_code == 0, r.stderr
-    run = Path(r.stdout.strip().splitlines()[-1])
+    config = json.loads((run / "config.json").read_text())
+    assert (config["student"], config["student_layers"], config["transfer_top_n"]) == ("transfer", 1, 5)
+    assert config["lr"] == 1e-4  # the transfer student's own default
+    student = json.loads((run / "manifest.json").read_text())["student"]
+    assert student["student"] == "transfer" and student["layers"] == 1
+    stats = student["transfer"]
+    assert stats["pairs"] == 200 and stats["special"] == 5 and stats["cooccurrence"] > 0
+    fractions = [stats[f"{k}_fraction"] for k in ("special", "exact", "cooccurrence", "fallback")]
+    assert sum(fractions) == pytest.approx(1.0) and 0 < stats["mean_top1_dice"] <= 1
+    assert student["vocab_size"] == 5 + stats["exact"] + stats["cooccurrence"] + stats["fallback"] <= 150
+
     trained = SentenceTransformer(str(run / "checkpoint"), device="cpu")
-    assert len(trained[0].tokenizer) == stats["vocab_size"]
-    assert trained[0].tokenizer.tokenize("kwazi") == ["kwazi"]
+    teacher = SentenceTransformer(str(tiny_model), device="cpu")
+    assert len(trained[0].tokenizer) == student["vocab_size"] != len(teacher[0].tokenizer)
+    assert trained[0].auto_model.config.num_hidden_layers == 1
+    word = FOREIGN["house"]  # "esuoho": one token of the student's vocabulary, several of the teacher's
+    assert trained[0].tokenizer.tokenize(word) == [word] and len(teacher[0].tokenizer.tokenize(word)) > 1
+    assert json.loads((run / "checkpoint" / "transfer.json").read_text())["layers"] == 1
+    # the initialised student is cached once, keyed by teacher, texts and options (not by the loss)
+    r, run2 = distill(runs_dir, *transfer_args(data, tiny_model, "--loss", "ot+mse", "--epochs", 1,
+                                               "--scoring", "maxsim"))
+    assert r.exit_code == 0, r.stderr
+    assert len(list((cache / "transfer").iterdir())) == 1
+    rows = training(run2).dropna(subset=["dev_RR@10"])
+    assert rows["dev_RR@10"].between(0, 1).all() and len(rows) == 2
+
+
+def test_transfer_student_resumes_bit_identically(distill_env, tiny_model, runs_dir, monkeypatch):
+    import json
+
+    from tests.test_distill import check_resume_is_bit_identical
+
+    data, _ = distill_env
+    args = transfer_args(data, tiny_model, "--loss", "ot+mse", "--epochs", 2, "--save-every", 3, "--eval-every", 5)
+    resumed = check_resume_is_bit_identical(args, runs_dir, monkeypatch)
+    student = json.loads((resumed / "manifest.json").read_text())["student"]
+    assert student["layers"] == 1 and student["transfer"]["pairs"] == 200  # stats travel with the saved model
+
+
+def test_transfer_options_fail_before_any_work(distill_env, tiny_model, runs_dir):
+    from tests.test_distill import distill, one_line_error
+
+    data, _ = distill_env
+    r, _ = distill(runs_dir, "--bitext", data, "--teacher", tiny_model, "--student", "transfer",
+                   "--student-layers", 3)
+    assert r.exit_code == 2 and "--student-layers 3, but teacher" in one_line_error(r)
+    r, _ = distill(runs_dir, "--bitext", data, "--teacher", tiny_model, "--student-layers", 1)
+    assert r.exit_code == 2 and "student_layers applies to the transfer student" in one_line_error(r)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())

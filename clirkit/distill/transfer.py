@@ -3,7 +3,7 @@
 The student keeps the teacher's transformer layers (optionally only the first ``layers``), its
 pooling and normalisation, but reads the foreign language with its own WordPiece vocabulary,
 trained on the foreign side of the training bitext (the one the static student uses,
-:func:`clirkit.distill.wordpiece_tokenizer`). Each new token's input embedding is initialised
+:func:`clirkit.distill.students.wordpiece_tokenizer`). Each new token's input embedding is initialised
 from the teacher's input embeddings, in the family of WECHSEL (Minixhofer, Paischer & Rekabsaz,
 "WECHSEL: Effective initialization of subword embeddings for cross-lingual transfer of
 monolingual language models", NAACL 2022) and FOCUS (Dobler & de Melo, "FOCUS: Effective
@@ -20,26 +20,39 @@ with the bitext in place of their static word vectors:
 * a token that co-occurs with no teacher token (it never occurs in the bitext after tokenisation)
   takes the mean of all the teacher's input embeddings.
 
-The result is a sentence-transformers folder (safetensors) that ``clirkit distill --student
-<folder>`` fine-tunes like any model student.
+The result is a sentence-transformers folder (safetensors) with its own tokenizer.
+``clirkit distill --student transfer`` (:class:`TransferStudent`) builds it from the run's
+training pairs, cached under ``$CLIRKIT_CACHE/transfer/`` by the teacher's fingerprint, the texts
+and the options, then fine-tunes it like any transformer student.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from clirkit.config import DistillConfig
+from clirkit.distill.cache import CACHE_FORMAT, content_key
+from clirkit.distill.pairs import Bitext
+from clirkit.distill.students import STUDENTS, TransformerStudent, wordpiece_tokenizer
 from clirkit.errors import ClirkitError
+
+log = logging.getLogger("clirkit")
 
 #: the student's special tokens, by the role the teacher's tokenizer names them
 SPECIAL_ROLES = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
-#: the ones :func:`clirkit.distill.wordpiece_tokenizer` does not already put in the vocabulary
+#: the ones :func:`clirkit.distill.students.wordpiece_tokenizer` does not already put in the vocabulary
 ADDED_SPECIALS = ("[CLS]", "[SEP]", "[MASK]")
 STATS_FILE = "transfer.json"
 
@@ -70,8 +83,6 @@ def top_n_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int
 def _student_tokenizer(foreign_texts: list[str], vocab_size: int, max_length: int, cache: Path):
     """The static student's WordPiece tokenizer plus ``[CLS] [SEP] [MASK]`` and BERT's ``[CLS] $A [SEP]`` template."""
     from tokenizers import processors
-
-    from clirkit.distill import wordpiece_tokenizer
 
     tok = wordpiece_tokenizer(foreign_texts, vocab_size - len(ADDED_SPECIALS), max_length, cache)
     tok.no_truncation()  # the Hugging Face wrapper truncates
@@ -202,7 +213,6 @@ def build_transfer_student(teacher_folder: str | Path, foreign_texts: list[str],
         ClirkitError: no or unequal texts, ``top_n < 1``, ``layers`` out of range, a teacher
             that is not a text transformer.
     """
-    import shutil
     import tempfile
 
     from sentence_transformers import SentenceTransformer
@@ -253,3 +263,104 @@ def build_transfer_student(teacher_folder: str | Path, foreign_texts: list[str],
         st.save(str(out), safe_serialization=True, create_model_card=False)
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
     return out, stats
+
+
+def cached_transfer_student(teacher, foreign_texts: list[str], english_texts: list[str], vocab_size: int,
+                            layers: int | None, top_n: int, root: Path) -> Path:
+    """The folder of :func:`build_transfer_student` for these inputs, built once under ``root/transfer/``.
+
+    The key hashes the teacher's weights fingerprint, the options, the tokenizers version (it
+    trains the vocabulary) and both sides of the texts. A folder is built under a temporary name
+    and renamed into place, so the cache never holds a partial student; inside
+    :func:`clirkit.rundir.fresh_run` nothing stored is reused.
+
+    Args:
+        teacher: the loaded teacher (:class:`clirkit.models.Encoder`: ``folder`` and ``fingerprint``).
+        foreign_texts, english_texts, vocab_size, layers, top_n: as for :func:`build_transfer_student`.
+        root: the cache root (:func:`clirkit.rundir.cache_root`).
+    """
+    import tokenizers
+
+    from clirkit.rundir import reuse_allowed
+
+    meta = [CACHE_FORMAT, "transfer", teacher.fingerprint, vocab_size, layers, top_n, len(foreign_texts),
+            tokenizers.__version__]
+    folder = root / "transfer" / content_key(meta, [*foreign_texts, *english_texts])
+    if reuse_allowed() and (folder / STATS_FILE).is_file():
+        log.info("transfer student: %s (cached)", folder)
+        return folder
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    try:
+        # seed 0: every weight is copied or computed from the teacher, so the seed changes nothing
+        build_transfer_student(teacher.folder, foreign_texts, english_texts, vocab_size, layers, top_n, tmp,
+                               seed=0, cache=root)
+        if folder.exists() and not reuse_allowed():
+            shutil.rmtree(folder)
+        with contextlib.suppress(OSError):  # OSError: another process (torchrun rank) finished it first
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("transfer student: %s (built)", folder)
+    return folder
+
+
+@STUDENTS.register("transfer")
+class TransferStudent(TransformerStudent):
+    """The teacher's transformer reading the foreign language with its own vocabulary, then fine-tuned.
+
+    Built by :func:`build_transfer_student` from the run's training pairs (options
+    ``vocab_size``, ``student_layers``, ``transfer_top_n``); its saved folders carry the
+    initialisation stats in ``transfer.json``, so a resumed run records them too.
+    """
+
+    def __init__(self, model, stats: dict[str, Any] | None = None) -> None:
+        super().__init__(model)
+        self.stats = dict(stats or {})
+
+    @classmethod
+    def prepare(cls, cfg: DistillConfig, teacher, device: str) -> None:
+        """Fail before any work on a teacher without a text transformer or too few layers."""
+        from sentence_transformers.sentence_transformer.modules import Transformer
+
+        first = teacher.model[0]
+        if not isinstance(first, Transformer) or first.tokenizer is None:
+            raise ClirkitError(f"teacher {cfg.teacher!r} does not start with a text transformer, so it cannot "
+                               f"give a transfer student its layers", fix="use --student static or copy")
+        total = int(first.auto_model.config.num_hidden_layers)
+        if cfg.student_layers is not None and cfg.student_layers > total:
+            raise ClirkitError(f"--student-layers {cfg.student_layers}, but teacher {cfg.teacher!r} has {total}",
+                               fix=f"pass 1 .. {total}, or leave it out for all")
+        return None
+
+    @classmethod
+    def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
+              ) -> TransferStudent:
+        folder = cached_transfer_student(teacher, bitext.train_fx, bitext.train_en, cfg.vocab_size,
+                                         cfg.student_layers, cfg.transfer_top_n, root)
+        student = cls.load(folder, cfg, device)
+        st = student.stats
+        log.info("transfer student: %d tokens (%.1f%% copied, %.1f%% by co-occurrence, mean top-1 Dice %.3f, "
+                 "%.1f%% mean row), %d layers", st["vocab_size"], 100 * st["exact_fraction"],
+                 100 * st["cooccurrence_fraction"], st["mean_top1_dice"], 100 * st["fallback_fraction"],
+                 st["layers"])
+        return student
+
+    @classmethod
+    def load(cls, path: Path, cfg: DistillConfig, device: str) -> TransferStudent:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(path), device=device)
+        st.max_seq_length = cfg.max_length
+        stats_file = Path(path) / STATS_FILE
+        return cls(st, json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else None)
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        (Path(path) / STATS_FILE).write_text(json.dumps(self.stats, indent=2), encoding="utf-8")
+
+    def record(self, run) -> dict[str, Any]:
+        """``student.vocab_size``, ``student.layers`` and ``student.transfer`` (how the embeddings were set)."""
+        # counts and fractions of rows set by special/exact/cooccurrence/fallback, mean_top1_dice, top_n, pairs
+        transfer = {k: v for k, v in self.stats.items() if k not in ("teacher", "seed", "vocab_size", "layers")}
+        return {"vocab_size": self.vocab_size, "layers": int(self.model[0].auto_model.config.num_hidden_layers),
+                "transfer": transfer}
