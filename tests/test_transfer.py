@@ -223,3 +223,26 @@ def test_transfer_options_fail_before_any_work(distill_env, tiny_model, runs_dir
     r, _ = distill(runs_dir, "--bitext", data, "--teacher", tiny_model, "--student-layers", 1)
     assert r.exit_code == 2 and "student_layers applies to the transfer student" in one_line_error(r)
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.mark.slow
+def test_transfer_student_under_torchrun(distill_env, tiny_model, tmp_path):
+    """Two processes build the same student at once: one cache entry, no temporary folder left."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data, cache = distill_env
+    torchrun = Path(sys.executable).parent / "torchrun"
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CLIRKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "clirkit", "--runs-dir", str(runs),
+           "distill", *map(str, transfer_args(data, tiny_model, "--loss", "mse", "--epochs", 1))]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run,) = runs.iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["student"]["layers"] == 1
+    assert [f.name.startswith(".") for f in (tmp_path / "cache" / "transfer").iterdir()] == [False]
+    assert (run / "checkpoint" / "transfer.json").is_file()

@@ -296,7 +296,7 @@ def cached_transfer_student(teacher, foreign_texts: list[str], english_texts: li
                                seed=0, cache=root)
         if folder.exists() and not reuse_allowed():
             shutil.rmtree(folder)
-        with contextlib.suppress(OSError):  # OSError: another process (torchrun rank) finished it first
+        with contextlib.suppress(OSError):  # OSError: another job finished the same entry first
             os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -335,8 +335,15 @@ class TransferStudent(TransformerStudent):
     @classmethod
     def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> TransferStudent:
-        folder = cached_transfer_student(teacher, bitext.train_fx, bitext.train_en, cfg.vocab_size,
-                                         cfg.student_layers, cfg.transfer_top_n, root)
+        """:func:`build_transfer_student` on the training pairs of ``bitext`` (cached), loaded for training."""
+        from clirkit.distill.ddp import all_gather, dist_env
+
+        # Rank 0 of a torchrun job builds (transformers' save_pretrained writes nothing on the
+        # other ranks of a process group); the others wait in the collective for its folder.
+        env = dist_env()
+        built = cached_transfer_student(teacher, bitext.train_fx, bitext.train_en, cfg.vocab_size,
+                                        cfg.student_layers, cfg.transfer_top_n, root) if env.main else None
+        folder = Path(all_gather(env, str(built) if built else None)[0])
         student = cls.load(folder, cfg, device)
         st = student.stats
         log.info("transfer student: %d tokens (%.1f%% copied, %.1f%% by co-occurrence, mean top-1 Dice %.3f, "
