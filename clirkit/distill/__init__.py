@@ -30,6 +30,7 @@ Files of a run (see GUIDE.md, "The experiment directory")::
     checkpoint/            best student by dev RR@10 (a sentence-transformers folder, safetensors)
     last/model/ last/state.pt   the latest resumable state (model, optimizer, scheduler, RNG, step)
     tokenizer/tokenizer.json    the trained WordPiece tokenizer (static student)
+    checkpoint/transfer.json    how the input embeddings were initialised (transfer student)
     metrics/training.csv   step, epoch, loss and its parts, lr, pairs/s, dev loss and metrics
     plots/training.png
 
