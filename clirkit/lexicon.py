@@ -148,10 +148,19 @@ def _best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray
     return rows[pick], cols[pick], vals[pick]
 
 
-def _dice(corpus: _Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best English word per foreign word by the Dice coefficient of sentence co-occurrence."""
-    e_inc = _incidence(corpus.e_ids, corpus.e_offsets, len(corpus.e_vocab))
-    f_inc = _incidence(corpus.f_ids, corpus.f_offsets, len(corpus.f_vocab))
+def dice_scores(f_ids: np.ndarray, f_offsets: np.ndarray, n_f: int, e_ids: np.ndarray, e_offsets: np.ndarray,
+                n_e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dice coefficients of sentence co-occurrence for every co-occurring (foreign, English) id pair.
+
+    ``f_ids[f_offsets[s]:f_offsets[s + 1]]`` are the foreign ids (``< n_f``) of sentence pair
+    ``s``, likewise for English; ``dice(f, e) = 2 c(f, e) / (c(f) + c(e))`` with ``c`` counting
+    sentence pairs (Dice, Ecology 26(3), 1945). Ids may be words or subword tokens.
+
+    Returns:
+        ``(f, e, dice)`` arrays over the pairs that co-occur at least once, sorted by ``(f, e)``.
+    """
+    e_inc = _incidence(e_ids, e_offsets, n_e)
+    f_inc = _incidence(f_ids, f_offsets, n_f)
     both = (f_inc.T @ e_inc).tocsr()  # foreign x English: sentences containing both
     both.sort_indices()
     both = both.tocoo()
@@ -159,7 +168,13 @@ def _dice(corpus: _Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     e_freq = np.asarray(e_inc.sum(axis=0), dtype=np.float64).ravel()
     f_freq = np.asarray(f_inc.sum(axis=0), dtype=np.float64).ravel()
     dice = 2.0 * both.data.astype(np.float64) / (f_freq[both.row] + e_freq[both.col])
-    return _best_per_row(both.row, both.col, dice)
+    return both.row, both.col, dice
+
+
+def _dice(corpus: _Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best English word per foreign word by the Dice coefficient of sentence co-occurrence."""
+    return _best_per_row(*dice_scores(corpus.f_ids, corpus.f_offsets, len(corpus.f_vocab),
+                                      corpus.e_ids, corpus.e_offsets, len(corpus.e_vocab)))
 
 
 def _alignment_links(corpus: _Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

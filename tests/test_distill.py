@@ -152,6 +152,7 @@ def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp
     from sentence_transformers.sentence_transformer.modules import Normalize
 
     from clirkit.config import DistillConfig
+    from clirkit.distill.pairs import Bitext
     from clirkit.distill.students import build_student
     from clirkit.models import load_encoder
 
@@ -160,7 +161,8 @@ def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp
     teacher = load_encoder(str(tmp_path / "teacher"))
     texts = [" ".join(FOREIGN[w] for w in ws.split()) for ws in ("cat dog", "king water bread light night day")]
     cfg = DistillConfig(student="static", vocab_size=300, max_length=5)
-    student = build_student(cfg, teacher, None, texts * 10, tmp_path / "cache", "cpu")
+    train = Bitext(tmp_path, "en-xx", ["unused"] * 20, texts * 10, [], [])
+    student = build_student(cfg, teacher, None, train, tmp_path / "cache", "cpu")
     with torch.no_grad():
         _, mask, sent = student(student.tokenize([*texts, ""]))
     assert mask.sum(1).tolist() == [2, 5, 0]  # truncated at max_length; an empty text has no tokens
@@ -171,9 +173,15 @@ def test_static_training_forward_is_what_the_saved_model_encodes(tiny_model, tmp
 
 
 def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
+    args = small(bitext, tiny_model, "--loss", "ot+mse", "--epochs", 2, "--save-every", 3, "--eval-every", 5)
+    check_resume_is_bit_identical(args, runs_dir, monkeypatch)
+
+
+def check_resume_is_bit_identical(args: list, runs_dir: Path, monkeypatch, kill_at: int = 6) -> Path:
+    """A run killed right after saving its state at step ``kill_at``, then resumed, ends with the
+    same weights and training curve as an uninterrupted run; returns the resumed run."""
     from clirkit.distill import checkpoint
 
-    args = small(bitext, tiny_model, "--loss", "ot+mse", "--epochs", 2, "--save-every", 3, "--eval-every", 5)
     r, straight = distill(runs_dir / "a", *args)
     assert r.exit_code == 0, r.stderr
 
@@ -181,7 +189,7 @@ def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
 
     def save_then_die(run_path, student, state):
         real_save(run_path, student, state)
-        if state["step"] == 6:  # killed (SIGTERM) mid-epoch, right after the state at step 6 was saved
+        if state["step"] == kill_at:  # killed (SIGTERM) mid-epoch, right after the state was saved
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(checkpoint, "save_state", save_then_die)
@@ -200,6 +208,7 @@ def test_resume_is_bit_identical(bitext, tiny_model, runs_dir, monkeypatch):
     a_rows, c_rows = training(straight), training(resumed)
     assert a_rows["step"].tolist() == c_rows["step"].tolist()
     np.testing.assert_array_equal(a_rows["loss"].to_numpy(), c_rows["loss"].to_numpy())
+    return resumed
 
 
 def test_bf16_on_cpu_trains_a_copy_student(bitext, tiny_model, runs_dir, shared_cache):

@@ -13,6 +13,8 @@ Distillation", EMNLP 2020 (arXiv:2004.09813). The losses themselves live in
 * :mod:`~clirkit.distill.cache` -- the teacher's outputs for the English side, computed once;
 * :mod:`~clirkit.distill.students` -- the students (``copy``, ``static``, a model folder),
   registered by name: the place to add a new kind of student;
+* :mod:`~clirkit.distill.transfer` -- the ``transfer`` student: the teacher's transformer with a
+  foreign vocabulary, its embeddings initialised from the teacher's by bitext co-occurrence;
 * :mod:`~clirkit.distill.objective` -- the loss built from the configuration, uniform or idf
   token weights;
 * :mod:`~clirkit.distill.trainer` -- the training loop (AdamW/Adam, linear warmup and decay,
@@ -28,6 +30,7 @@ Files of a run (see GUIDE.md, "The experiment directory")::
     checkpoint/            best student by dev RR@10 (a sentence-transformers folder, safetensors)
     last/model/ last/state.pt   the latest resumable state (model, optimizer, scheduler, RNG, step)
     tokenizer/tokenizer.json    the trained WordPiece tokenizer (static student)
+    checkpoint/transfer.json    how the input embeddings were initialised (transfer student)
     metrics/training.csv   step, epoch, loss and its parts, lr, pairs/s, dev loss and metrics
     plots/training.png
 
@@ -36,8 +39,8 @@ token ids, and sentence embeddings) are computed once and cached by content hash
 ``$CLIRKIT_CACHE`` (default ``experiments/cache``), as are trained tokenizers.
 """
 
-from clirkit.distill.run import run_distill
-
 # Students defined in modules of their own register themselves on import: import them here.
+from clirkit.distill import transfer  # noqa: F401  (registers --student transfer)
+from clirkit.distill.run import run_distill
 
 __all__ = ["run_distill"]

@@ -92,7 +92,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
             if last_dir is not None:
                 student = load_student(last_dir / "model", cfg, device)
             else:
-                student = build_student(cfg, teacher, model_student, bitext.train_fx, root, device)
+                student = build_student(cfg, teacher, model_student, bitext, root, device)
             if run is not None:
                 _record_student(cfg, run, student, bitext, data)
                 if resume_from is not None and (resume_from / "checkpoint").is_dir():

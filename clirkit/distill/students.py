@@ -7,6 +7,9 @@ Registered students (the ``student`` value of :class:`~clirkit.config.DistillCon
 * ``static`` -- a :class:`sentence_transformers.models.StaticEmbedding` (mean of per-token
   vectors) over a WordPiece vocabulary trained on the foreign side of the training bitext; it
   trains in seconds on a CPU and is the default for laptop-sized experiments.
+* ``transfer`` -- the teacher's transformer (its first ``student_layers`` layers) reading a
+  WordPiece vocabulary of the foreign side, input embeddings initialised from the teacher's by
+  bitext co-occurrence (:mod:`clirkit.distill.transfer`).
 
 Any other value is a model folder or hub id (:class:`ModelStudent`): its transformer, with a
 learned linear projection (``--project``) when its width differs from the teacher's.
@@ -20,11 +23,12 @@ and register it under its config name::
         @classmethod
         def prepare(cls, cfg, teacher, device): ...   # optional: check options, load inputs
         @classmethod
-        def build(cls, cfg, teacher, prepared, train_fx, root, device): ...
+        def build(cls, cfg, teacher, prepared, bitext, root, device): ...
 
 ``prepare`` runs before any work (a bad option fails before the run directory exists) and may
 return an encoder the student starts from (hashed into the manifest as input ``student``);
-``build`` creates the initialised student from torch's global RNG; ``load`` reloads a saved
+``build`` creates the initialised student from torch's global RNG, from the training pairs of
+``bitext`` only (the dev pairs measure the student); ``load`` reloads a saved
 one on resume (the default suits any sentence-transformers folder); ``record`` adds files to
 the run directory and fields to the manifest's ``student``. A student in its own module
 registers itself when imported: add that import to ``clirkit/distill/__init__.py`` so the name
@@ -44,6 +48,7 @@ import torch
 from clirkit.config import DistillConfig
 from clirkit.distill.cache import CACHE_FORMAT, content_key
 from clirkit.distill.objective import ZERO_SHOT
+from clirkit.distill.pairs import Bitext
 from clirkit.errors import ClirkitError
 from clirkit.registry import Registry
 
@@ -73,7 +78,7 @@ class Student(torch.nn.Module):
         return None
 
     @classmethod
-    def build(cls, cfg: DistillConfig, teacher, prepared: Any, train_fx: list[str], root: Path, device: str
+    def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> Student:
         """The initialised student (random parts drawn from torch's global RNG, seeded by the caller)."""
         raise NotImplementedError
@@ -128,13 +133,13 @@ class StaticStudent(Student):
         self.normalize = _has_normalize(model)
 
     @classmethod
-    def build(cls, cfg: DistillConfig, teacher, prepared: Any, train_fx: list[str], root: Path, device: str
+    def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> StaticStudent:
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
 
         dim = teacher.dim
-        tok = wordpiece_tokenizer(train_fx, cfg.vocab_size, cfg.max_length, root)
+        tok = wordpiece_tokenizer(bitext.train_fx, cfg.vocab_size, cfg.max_length, root)
         # N(0, 1/d) rows (norm ~1) instead of EmbeddingBag's N(0, 1) (norm ~sqrt(d)): a rare token
         # that gets few updates must not dominate the mean with a huge random vector.
         weights = torch.randn(tok.get_vocab_size(), dim) / math.sqrt(dim)
@@ -234,7 +239,7 @@ class CopyStudent(TransformerStudent):
     """Transformer initialised from the teacher."""
 
     @classmethod
-    def build(cls, cfg: DistillConfig, teacher, prepared: Any, train_fx: list[str], root: Path, device: str
+    def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> CopyStudent:
         from sentence_transformers import SentenceTransformer
 
@@ -265,7 +270,7 @@ class ModelStudent(TransformerStudent):
         return base
 
     @classmethod
-    def build(cls, cfg: DistillConfig, teacher, prepared: Any, train_fx: list[str], root: Path, device: str
+    def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> ModelStudent:
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
@@ -296,9 +301,9 @@ def prepare_student(cfg: DistillConfig, teacher, device: str):
     return student_class(cfg.student).prepare(cfg, teacher, device)
 
 
-def build_student(cfg: DistillConfig, teacher, prepared, train_fx: list[str], root: Path, device: str) -> Student:
+def build_student(cfg: DistillConfig, teacher, prepared, bitext: Bitext, root: Path, device: str) -> Student:
     """Create the student named by ``cfg.student`` (initialised from torch's global RNG, seeded by the caller)."""
-    return student_class(cfg.student).build(cfg, teacher, prepared, train_fx, root, device)
+    return student_class(cfg.student).build(cfg, teacher, prepared, bitext, root, device)
 
 
 def load_student(path: Path, cfg: DistillConfig, device: str) -> Student:
