@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clirkit.data.formats import IdSet, load_dataset, read_trec_qrels
+from clirkit.data.formats import load_dataset
 from clirkit.data.mmarco import MMarcoConfig, prepare_mmarco
+from clirkit.data.sources import IdSet, read_trec_qrels
 from clirkit.errors import ClirkitError
 
 FIX = Path(__file__).parent / "fixtures" / "mmarco"

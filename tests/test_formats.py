@@ -167,3 +167,36 @@ def test_card_without_file_records_means_rehash(tmp_path, monkeypatch):
     reads = _count_reads(monkeypatch)
     assert file_digest(out / "corpus.jsonl") == card["sha256"]["corpus.jsonl"]
     assert reads == ["corpus.jsonl"]
+
+
+def test_prepare_checks_ids_once_and_loading_trusts_it(tmp_path, monkeypatch):
+    """The writer checks every judged id once; loading an unchanged dataset does not read the corpus again,
+    loading a changed one does (and still catches a bad id)."""
+    import os
+
+    import clirkit.data.formats as formats
+
+    out = _prepared(tmp_path)
+    assert read_card(out)["ids_checked"] == ["test"]
+    calls = []
+    real = formats.check_ids
+    monkeypatch.setattr(formats, "check_ids", lambda *a: calls.append(a[0].name) or real(*a))
+    load_dataset(out)
+    assert calls == []
+    qrels = out / "qrels" / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tmissing\t1\n", encoding="utf-8")
+    os.utime(qrels, ns=(qrels.stat().st_atime_ns, qrels.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ClirkitError, match="unknown document id 'missing'"):
+        load_dataset(out)
+    assert calls == ["corpus.jsonl"]
+
+
+def test_writer_refuses_qrels_naming_a_missing_document(tmp_path):
+    out = tmp_path / "ds"
+    with pytest.raises(ClirkitError, match="unknown document id 'd9'"):
+        with DatasetWriter(out, "ds") as w:
+            w.add_doc("d1", "one document", "en")
+            w.add_query("q1", "a query", "en")
+            w.add_qrel("test", "q1", "d9", 1)
+            w.finish(source="unit test")
+    assert not out.exists()

@@ -37,7 +37,8 @@ from pydantic import Field, field_validator
 
 from clirkit.config import Config
 from clirkit.data.download import guard_irds, load_irds
-from clirkit.data.formats import DatasetWriter, find_file, iter_id_text, read_trec_qrels, write_retrieval
+from clirkit.data.formats import DatasetWriter
+from clirkit.data.sources import find_file, iter_id_text, read_trec_qrels, write_retrieval
 from clirkit.errors import ClirkitError
 
 #: ISO 639-1 code -> the English language name the unicamp-dl files use.

@@ -48,14 +48,8 @@ from pydantic import Field
 
 from clirkit.config import Config
 from clirkit.data.download import guard_irds, load_irds
-from clirkit.data.formats import (
-    DatasetWriter,
-    find_file,
-    iter_id_text,
-    iter_lines,
-    read_trec_qrels,
-    write_retrieval,
-)
+from clirkit.data.formats import DatasetWriter, iter_lines
+from clirkit.data.sources import find_file, iter_id_text, read_trec_qrels, write_retrieval
 from clirkit.errors import ClirkitError
 
 #: Sasaki et al. 2018 languages: ISO code (ir_datasets id) -> (release folder, file suffix).
