@@ -38,25 +38,27 @@ DEFAULT_RUNS_DIR = "experiments/runs"
 PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "ir-measures",
             "geomloss", "pot", "numpy", "pandas", "scipy", "pydantic", "typer")
 log = logging.getLogger("clirkit")
-#: set (to "1") while nothing stored may be reused; an environment variable rather than a
-#: context variable so that grid workers (local processes, submitit jobs) inherit it
-NO_REUSE_ENV = "CLIRKIT_NO_REUSE"
+#: set while a reproduction runs (to the run-id time it started, ``YYYYmmdd-HHMMSS``); an
+#: environment variable rather than a context variable so that grid workers (local processes,
+#: submitit jobs) inherit it
+NO_REUSE_ENV = "CLIRKIT_NO_REUSE_BEFORE"
 
 
 @contextmanager
 def fresh_run() -> Iterator[None]:
-    """Within the block nothing stored is reused: no completed run, no index, no cache entry.
+    """Within the block nothing stored before it is reused: no completed run, no index, no cache entry.
 
     ``clirkit reproduce`` runs a recorded configuration in this block so that a reproduction
-    computes every artefact again instead of copying the (possibly corrupted) stored one. The
-    caches (teacher outputs, tokenizers, lexicons) point to an empty temporary folder meanwhile.
+    computes every artefact again instead of copying the (possibly corrupted) stored one. What
+    the reproduction itself computes may be shared within it (the corpus index its evaluations
+    all use, as the original grid shared it): lookups see only runs started in the block, and
+    the caches (teacher outputs, tokenizers, lexicons) point to an empty temporary folder.
     """
-    import shutil
     import tempfile
 
     saved = {k: os.environ.get(k) for k in (NO_REUSE_ENV, "CLIRKIT_CACHE")}
     cache = tempfile.mkdtemp(prefix="clirkit-fresh-cache-")
-    os.environ.update({NO_REUSE_ENV: "1", "CLIRKIT_CACHE": cache})
+    os.environ.update({NO_REUSE_ENV: datetime.now().strftime("%Y%m%d-%H%M%S"), "CLIRKIT_CACHE": cache})
     try:
         yield
     finally:
@@ -69,8 +71,17 @@ def fresh_run() -> Iterator[None]:
 
 
 def reuse_allowed() -> bool:
-    """False inside :func:`fresh_run`: every lookup of a stored run, index or cache must then miss."""
-    return os.environ.get(NO_REUSE_ENV, "0") != "1"
+    """False inside :func:`fresh_run` (a reproduction): stored runs from before it must not be reused."""
+    return not os.environ.get(NO_REUSE_ENV)
+
+
+def reusable_runs(runs_dir: str | Path, command: str | None = None) -> list[Path]:
+    """Completed runs whose results may be reused, oldest first: all of them, or inside
+    :func:`fresh_run` only those started after it began (ids start with their start second; a run
+    of that very second is left out, as it may predate the block)."""
+    since = os.environ.get(NO_REUSE_ENV)
+    runs = completed_runs(runs_dir, command)
+    return [r for r in runs if r.name[:15] > since] if since else runs
 
 
 def cache_root() -> Path:
@@ -313,11 +324,9 @@ def completed_runs(runs_dir: str | Path, command: str | None = None) -> list[Pat
 
 
 def find_stored(runs_dir: str | Path, sub: str, key: str) -> Path | None:
-    """The ``<sub>/`` folder (an index) of the newest completed run whose ``<sub>/manifest.json``
-    has ``key``; None when there is none or when nothing may be reused (:func:`fresh_run`)."""
-    if not reuse_allowed():
-        return None
-    for run in reversed(completed_runs(runs_dir)):
+    """The ``<sub>/`` folder (an index) of the newest reusable run (:func:`reusable_runs`) whose
+    ``<sub>/manifest.json`` has ``key``; None when there is none."""
+    for run in reversed(reusable_runs(runs_dir)):
         m = run / sub / "manifest.json"
         if m.is_file() and json.loads(m.read_text(encoding="utf-8")).get("key") == key:
             return m.parent
@@ -350,12 +359,10 @@ def find_completed(runs_dir: str | Path, command: str, cfg: Config, seed: int) -
 
     "Unchanged" means every input file recorded in its manifest (data, model weights) still
     exists with the recorded sha256, so an edited bitext or a retrained model is never reused.
-    None inside :func:`fresh_run`.
+    Inside :func:`fresh_run` only runs of the reproduction itself count (:func:`reusable_runs`).
     """
-    if not reuse_allowed():
-        return None
     want = config_record(command, cfg, seed)
-    for run in reversed(completed_runs(runs_dir, command)):
+    for run in reversed(reusable_runs(runs_dir, command)):
         try:
             if read_json(run / "config.json") != want:
                 continue

@@ -235,3 +235,19 @@ def test_check_expected_bad_file_is_one_line_exit_2(eval_run, tmp_path):
     bad.write_text(json.dumps({"results": []}))
     r = invoke("check-expected", eval_run, bad)
     assert r.exit_code == 2 and "not a pinned-scores file" in r.stderr
+
+
+def test_a_reproduction_shares_what_it_computes_itself(tiny_model, beir5, runs_dir):
+    """Inside fresh_run an index built by the reproduction is reused by its later steps (as the original
+    grid shared it), while one stored before the reproduction is not."""
+    import time
+
+    before = last_path(invoke("--runs-dir", runs_dir, "index", "--model", tiny_model, "--dataset", beir5))
+    key = json.loads((before / "manifest.json").read_text())["index"]["key"]
+    with fresh_run():
+        time.sleep(1.1)  # run ids have a one-second resolution
+        assert find_stored(runs_dir, "index", key) is None
+        inside = last_path(invoke("--runs-dir", runs_dir, "index", "--model", tiny_model, "--dataset", beir5))
+        assert json.loads((inside / "manifest.json").read_text())["index"]["reused_from"] is None
+        assert find_stored(runs_dir, "index", key) == inside / "index"
+    assert find_stored(runs_dir, "index", key) == inside / "index"

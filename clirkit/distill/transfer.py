@@ -281,12 +281,10 @@ def cached_transfer_student(teacher, foreign_texts: list[str], english_texts: li
     """
     import tokenizers
 
-    from clirkit.rundir import reuse_allowed
-
     meta = [CACHE_FORMAT, "transfer", teacher.fingerprint, vocab_size, layers, top_n, len(foreign_texts),
             tokenizers.__version__]
     folder = root / "transfer" / content_key(meta, [*foreign_texts, *english_texts])
-    if reuse_allowed() and (folder / STATS_FILE).is_file():
+    if (folder / STATS_FILE).is_file():  # inside a reproduction the cache root is a new, empty folder
         log.info("transfer student: %s (cached)", folder)
         return folder
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -294,8 +292,6 @@ def cached_transfer_student(teacher, foreign_texts: list[str], english_texts: li
         # seed 0: every weight is copied or computed from the teacher, so the seed changes nothing
         build_transfer_student(teacher.folder, foreign_texts, english_texts, vocab_size, layers, top_n, tmp,
                                seed=0, cache=root)
-        if folder.exists() and not reuse_allowed():
-            shutil.rmtree(folder)
         with contextlib.suppress(OSError):  # OSError: another job finished the same entry first
             os.replace(tmp, folder)
     finally:
