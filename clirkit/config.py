@@ -273,6 +273,9 @@ class DistillConfig(CommandConfig):
                                                                "transformer layers (default: all)")
     transfer_top_n: int = Field(5, ge=1, description="transfer student: a new token's input embedding is the "
                                                      "Dice-weighted mean of its N most co-occurring teacher tokens")
+    transfer_pairs: int | None = Field(None, ge=1, description="transfer student: training pairs its vocabulary and "
+                                                               "initial embeddings are built from (default: all of "
+                                                               "them; max_pairs limits the distillation only)")
     max_length: int = Field(128, ge=4, description="foreign side: maximum tokens per sentence (longer are truncated)")
     teacher_max_length: int | None = Field(None, ge=4, description="English side: maximum tokens (default: the "
                                                                    "teacher's own max_seq_length)")
@@ -355,6 +358,8 @@ class DistillConfig(CommandConfig):
     def _transfer_options(self) -> DistillConfig:
         if self.student_layers is not None and self.student != "transfer":
             raise ValueError(f"student_layers applies to the transfer student, not {self.student!r}")
+        if self.transfer_pairs is not None and self.student != "transfer":
+            raise ValueError(f"transfer_pairs applies to the transfer student, not {self.student!r}")
         return self
 
 

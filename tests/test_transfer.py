@@ -199,6 +199,15 @@ def test_distill_student_transfer_records_its_stats_and_keeps_its_vocabulary(dis
     assert len(list((cache / "transfer").iterdir())) == 1
     rows = training(run2).dropna(subset=["dev_RR@10"])
     assert rows["dev_RR@10"].between(0, 1).all() and len(rows) == 2
+    # max_pairs limits the distillation, not the statistics the student is built from (all 200 training
+    # pairs by default, transfer_pairs of them if given)
+    r, run3 = distill(runs_dir, *transfer_args(data, tiny_model, "--loss", "mse", "--epochs", 1, "--max-pairs", 50))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((run3 / "manifest.json").read_text())["student"]["transfer"]["pairs"] == 200
+    r, run4 = distill(runs_dir, *transfer_args(data, tiny_model, "--loss", "mse", "--epochs", 1, "--max-pairs", 50,
+                                               "--transfer-pairs", 120))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((run4 / "manifest.json").read_text())["student"]["transfer"]["pairs"] == 120
 
 
 def test_transfer_student_resumes_bit_identically(distill_env, tiny_model, runs_dir, monkeypatch):

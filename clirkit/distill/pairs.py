@@ -37,6 +37,12 @@ class Bitext:
     dev_fx: list[str]
     files: dict[str, Path] = field(default_factory=dict)
 
+    def training_pairs(self, limit: int | None) -> tuple[list[str], list[str]]:
+        """The first ``limit`` (all: None) pairs of the training table, which may be more than the
+        ``max_pairs`` distillation reads (``train_en``/``train_fx``); never dev or test pairs."""
+        src, _, tgt = self.pair.partition("-")
+        return read_pairs(self.files["bitext_train"], not (tgt == "en" and src != "en"), limit)
+
 
 def prepare_hint(pair: str) -> str:
     """The command that prepares bitext for ``pair``."""
@@ -74,6 +80,18 @@ def _bitext_file(folder: Path, split: str) -> Path | None:
     return None
 
 
+def read_pairs(path: Path, english_is_src: bool, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """The first ``limit`` (all: None) pairs of a bitext table as (English side, foreign side)."""
+    en: list[str] = []
+    fx: list[str] = []
+    for _, s, t in iter_bitext(path):
+        if limit is not None and len(en) >= limit:
+            break
+        en.append(s if english_is_src else t)
+        fx.append(t if english_is_src else s)
+    return en, fx
+
+
 def load_bitext(cfg: DistillConfig) -> Bitext:
     """Read the training and dev bitext named by ``cfg`` (``--bitext`` or found by ``--pair``)."""
     if cfg.bitext is None and cfg.pair is None:
@@ -97,14 +115,7 @@ def load_bitext(cfg: DistillConfig) -> Bitext:
     english_is_src = not (tgt == "en" and src != "en")
 
     def read(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
-        en: list[str] = []
-        fx: list[str] = []
-        for _, s, t in iter_bitext(path):
-            if limit is not None and len(en) >= limit:
-                break
-            en.append(s if english_is_src else t)
-            fx.append(t if english_is_src else s)
-        return en, fx
+        return read_pairs(path, english_is_src, limit)
 
     train_en, train_fx = read(train, cfg.max_pairs)
     if not train_en:

@@ -331,14 +331,21 @@ class TransferStudent(TransformerStudent):
     @classmethod
     def build(cls, cfg: DistillConfig, teacher, prepared: Any, bitext: Bitext, root: Path, device: str
               ) -> TransferStudent:
-        """:func:`build_transfer_student` on the training pairs of ``bitext`` (cached), loaded for training."""
+        """:func:`build_transfer_student` on the training pairs of ``bitext`` (cached), loaded for training.
+
+        The vocabulary and the initial embeddings are statistics of the bitext, cheap to gather, so
+        they use ``transfer_pairs`` training pairs (default: all of them), not only the
+        ``max_pairs`` the student is then trained on; dev and test pairs are never read."""
         from clirkit.distill.ddp import all_gather, dist_env
 
         # Rank 0 of a torchrun job builds (transformers' save_pretrained writes nothing on the
         # other ranks of a process group); the others wait in the collective for its folder.
         env = dist_env()
-        built = cached_transfer_student(teacher, bitext.train_fx, bitext.train_en, cfg.vocab_size,
-                                        cfg.student_layers, cfg.transfer_top_n, root) if env.main else None
+        built = None
+        if env.main:
+            english, foreign = bitext.training_pairs(cfg.transfer_pairs)
+            built = cached_transfer_student(teacher, foreign, english, cfg.vocab_size, cfg.student_layers,
+                                            cfg.transfer_top_n, root)
         folder = Path(all_gather(env, str(built) if built else None)[0])
         student = cls.load(folder, cfg, device)
         st = student.stats
