@@ -201,22 +201,17 @@ def compare_index(recorded: Path, reproduced: Path, atol: float) -> pd.DataFrame
 
 
 def print_verdict(table: pd.DataFrame, title: str, labels: tuple[str, str] = ("recorded", "reproduced")) -> None:
-    """The verdict at 80 columns: the result's name in one folded column, then the numbers."""
-    from rich import box
-    from rich.table import Table
+    """The verdict table on the console (readable at any width, :func:`clirkit.tables.print_table`):
+    the result's keys, the two values to 6 significant digits, their difference and OK/DIFF."""
+    from clirkit.tables import print_table
 
-    from clirkit.progress import out
-
-    shown = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    shown.add_column("result", overflow="fold", min_width=16)
-    for name in (*labels, "difference"):
-        shown.add_column(name, justify="right", no_wrap=True)
-    shown.add_column("", no_wrap=True)
-    for r in table.itertuples(index=False):
-        name = " / ".join(str(getattr(r, k)) for k in KEYS[1:] if getattr(r, k))
-        verdict = "[green]OK[/]" if r.verdict == "OK" else "[bold red]DIFF[/]"
-        shown.add_row(name, f"{r.recorded:.6g}", f"{r.reproduced:.6g}", f"{r.difference:.2g}", verdict)
-    out.print(shown)
+    keys = [k for k in KEYS[1:] if table[k].astype(bool).any()]
+    shown = table[keys].copy()
+    shown[labels[0]] = [f"{v:.6g}" for v in table["recorded"]]
+    shown[labels[1]] = [f"{v:.6g}" for v in table["reproduced"]]
+    shown["difference"] = [f"{v:.2g}" for v in table["difference"]]
+    shown["verdict"] = table["verdict"].to_numpy()
+    print_table(shown, title, labels=[*keys, "verdict"])
 
 
 # --------------------------------------------------------------------------- the command
