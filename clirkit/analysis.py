@@ -13,7 +13,7 @@ StopFilter -> SnowballFilter), built from the field's libraries:
   whole (no dictionary segmentation).
 - Stopwords: the list bm25s ships for the language (en, de, nl, fr, es, pt, it, ru, sv, no,
   zh, tr, ko, da), on by default when one exists; no list otherwise.
-- Stemming: Snowball (Porter, 2001; https://snowballstem.org) through PyStemmer, when the
+- Stemming: Snowball (Porter, 2001) through PyStemmer, when the
   language has a stemmer; none otherwise (one warning per language, not an error).
 
 Reference: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"

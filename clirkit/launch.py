@@ -20,7 +20,7 @@ Launchers (one :class:`Launch` interface, so the scheduling is written once):
   pickled and run in its own subprocess exactly as a Slurm job would be, so a Slurm grid can
   be tried on a laptop (and is tested) without a cluster.
 
-References: submitit (https://github.com/facebookincubator/submitit), the ``AutoExecutor``
+References: submitit, the ``AutoExecutor``
 and ``LocalExecutor``; Python's ``concurrent.futures.ProcessPoolExecutor``.
 """
 
