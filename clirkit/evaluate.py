@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from clirkit.config import BM25_MODEL, EvalConfig
@@ -19,19 +18,10 @@ from clirkit.index import ensure_index
 from clirkit.measures import aggregate, parse_measures, score_run
 from clirkit.models import EncoderPair, load_pair
 from clirkit.retrieval import RunDict, Searcher, SearchSetup, build_searcher, retrieve
-from clirkit.retrieval.maxsim import PackedDocs, maxsim_packed
 from clirkit.rundir import start_run
 from clirkit.tables import print_table, write_table
 
 log = logging.getLogger("clirkit")
-
-
-def maxsim(q_tokens: np.ndarray, d_tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """MaxSim of one query against documents given as concatenated token rows (``offsets`` has
-    one more entry than documents). Kept for distillation's dev evaluation until it calls
-    :func:`clirkit.retrieval.maxsim_scores`."""
-    offsets = np.asarray(offsets) - offsets[0]
-    return maxsim_packed([q_tokens], PackedDocs.from_offsets(np.asarray(d_tokens), offsets))[0]
 
 
 def is_bm25(model: str | None) -> bool:
