@@ -58,8 +58,9 @@ def pad(batch: DistillBatch, extra: int, seed: int) -> DistillBatch:
     g = torch.Generator().manual_seed(seed)
 
     def grow(tokens, weights):
-        junk = 100 * torch.randn(tokens.shape[0], extra, tokens.shape[2], generator=g)
-        return torch.cat([tokens, junk], 1), torch.cat([weights, torch.zeros(weights.shape[0], extra)], 1)
+        junk = 100 * torch.randn(tokens.shape[0], extra, tokens.shape[2], generator=g, dtype=tokens.dtype)
+        zeros = torch.zeros(weights.shape[0], extra, dtype=weights.dtype)
+        return torch.cat([tokens, junk], 1), torch.cat([weights, zeros], 1)
 
     st_, sw = grow(batch.student_tokens, batch.student_weights)
     tt, tw = grow(batch.teacher_tokens, batch.teacher_weights)
@@ -451,8 +452,14 @@ def test_divergence_of_a_cloud_with_itself_is_zero(spec):
     same = DistillBatch(student_tokens=b.student_tokens, student_weights=b.student_weights,
                         teacher_tokens=b.student_tokens.clone(), teacher_weights=b.student_weights.clone())
     assert abs(loss(same).loss.item()) < 1e-5
-    # ... while the two different clouds of the batch are not at divergence 0.
-    assert loss(b).loss.item() > 1e-3
+
+
+@pytest.mark.parametrize("cost", ["cosine", "sqeuclidean"])
+def test_divergence_of_different_clouds_is_positive(cost):
+    """A fixed example: random single points in 2-d can be almost parallel, so the property
+    above cannot also ask for a floor on different clouds."""
+    b = make_batch(3, batch=2, ls=4, lt=5, dim=8, requires_grad=False)
+    assert build_loss("ot-divergence", cost=cost, blur=0.05)(b).loss.item() > 1e-2
 
 
 @settings(max_examples=20, deadline=None)
@@ -472,8 +479,9 @@ def test_divergence_is_symmetric_and_nonnegative(spec):
 @given(two_clouds, st.integers(1, 4))
 def test_divergence_ignores_zero_weight_tokens(spec, extra):
     """Padding of any content (here up to 100x the real tokens' scale) changes neither the value
-    nor the gradient of the real tokens, and gets no gradient itself."""
-    plain = make_batch(spec["seed"], batch=2, ls=spec["ls"], lt=spec["lt"], dim=spec["dim"])
+    nor the gradient of the real tokens, and gets no gradient itself. In float64: in float32 the
+    iterative Sinkhorn solver's rounding alone moves small gradients by ~1e-4 relative."""
+    plain = make_batch(spec["seed"], batch=2, ls=spec["ls"], lt=spec["lt"], dim=spec["dim"], dtype=torch.float64)
     padded = pad(plain, extra, spec["seed"] + 1)
     padded.student_tokens.requires_grad_(True)
     loss = build_loss("ot-divergence", cost=spec["cost"], blur=spec["blur"])
@@ -481,7 +489,7 @@ def test_divergence_ignores_zero_weight_tokens(spec, extra):
     assert out_padded.loss.item() == pytest.approx(out_plain.loss.item(), rel=1e-5, abs=1e-6)
     (g_plain,) = torch.autograd.grad(out_plain.loss, plain.student_tokens)
     (g_padded,) = torch.autograd.grad(out_padded.loss, padded.student_tokens)
-    assert torch.allclose(g_padded[:, : g_plain.shape[1]], g_plain, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(g_padded[:, : g_plain.shape[1]], g_plain, rtol=1e-7, atol=1e-10)
     assert (g_padded[:, g_plain.shape[1]:] == 0).all()
 
 
