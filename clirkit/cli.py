@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 from pydantic.fields import FieldInfo
@@ -41,7 +41,7 @@ from clirkit.config import (  # noqa: E402
 from clirkit.data import SOURCES  # noqa: E402
 from clirkit.errors import ClirkitError  # noqa: E402
 from clirkit.launch import LaunchOptions  # noqa: E402
-from clirkit.progress import err  # noqa: E402
+from clirkit.progress import err, fail  # noqa: E402
 
 app = typer.Typer(name="clirkit", rich_markup_mode="rich", no_args_is_help=True,
                   help="Cross-lingual IR experiments: prepare data, distill (OPTICAL), index, evaluate, attack.")
@@ -80,14 +80,6 @@ def main_options(
     ctx.obj = {"runs_dir": runs_dir, "seed": seed, **{k: v for k, v in given.items() if v is not None}}
 
 
-def _fail(e: ClirkitError) -> NoReturn:
-    from rich.markup import escape
-
-    # the message is the user's input and paths: "[slurm]" or "x[1]" must print as written
-    err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2) from None
-
-
 def _call(fn: Callable[[Any], Path], cfg: Config, json_tables: tuple[str, ...] = ()) -> None:
     """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line.
 
@@ -108,7 +100,7 @@ def _call(fn: Callable[[Any], Path], cfg: Config, json_tables: tuple[str, ...] =
         out.quiet = quiet or bool(json_tables)  # stdout is for the JSON line and the path only
         path = fn(cfg)
     except ClirkitError as e:
-        _fail(e)
+        raise fail(e) from None
     finally:
         out.quiet = quiet
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
@@ -128,7 +120,7 @@ def _config(cls: type[Config], ctx: typer.Context | None = None, **values: Any) 
     try:
         return build(cls, **values)
     except ClirkitError as e:
-        _fail(e)
+        raise fail(e) from None
 
 
 # --------------------------------------------------------------------------- options from configs

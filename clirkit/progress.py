@@ -9,14 +9,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import track as rich_track
+
+from clirkit.errors import ClirkitError
 
 T = TypeVar("T")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
+
+
+def fail(e: ClirkitError) -> typer.Exit:
+    """Print a user error as one line on stderr; the caller raises the returned exit (code 2).
+
+    The message holds the user's input and paths: "[slurm]" or "x[1]" must print as written.
+    """
+    err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(2)
 
 
 def progress() -> Progress:

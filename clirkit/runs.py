@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from clirkit.errors import ClirkitError
+from clirkit.progress import fail
 
 #: the columns of a result row that identify it; ``value`` holds the number
 KEYS = ["table", "dataset", "scoring", "system", "condition", "measure"]
@@ -275,13 +276,6 @@ def _started(iso: str | None) -> str:
     return iso[5:16].replace("T", " ") if iso else "-"
 
 
-def _fail(e: ClirkitError) -> typer.Exit:
-    from clirkit.progress import err
-
-    err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
 def _runs_dir(ctx: typer.Context, given: Path | None) -> Path:
     if given is not None:
         return given
@@ -301,7 +295,7 @@ def list_cmd(
     try:
         runs = list_runs(_runs_dir(ctx, runs_dir))
     except ClirkitError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     if as_json:
         print(json.dumps(runs, indent=2))
         return
@@ -330,7 +324,7 @@ def show_cmd(run: Annotated[Path, typer.Argument(help="an experiment directory")
     try:
         require_run(run)
     except ClirkitError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     info = describe(run)
     m = _json(run / "manifest.json")
     git = m.get("git") or {}
@@ -373,7 +367,7 @@ def diff_cmd(
                                fix="clirkit runs diff RUN_A RUN_B")
         rows = diff_runs(runs[0], runs[1], everything)
     except ClirkitError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     if not rows:
         out.print("same configuration, inputs and versions")
         return

@@ -267,13 +267,12 @@ def test_bad_option_value_is_one_line_exit_2(captured, runs_dir):
 
 
 def test_error_messages_keep_square_brackets(capsys):
-    """A user error naming a TOML table or an indexed field prints the brackets, not rich markup."""
-    import typer
+    """A user error naming a TOML table or an indexed field prints the brackets, not rich markup.
 
-    from clirkit.cli import _fail
+    ``clirkit.progress.fail`` is the one printer of user errors (the commands and ``runs``)."""
     from clirkit.errors import ClirkitError
+    from clirkit.progress import fail
 
-    with pytest.raises(typer.Exit) as exit_info:
-        _fail(ClirkitError("unknown key in [slurm] table", fix="see [bold]x[1][/bold]"))
-    assert exit_info.value.exit_code == 2
+    exit_ = fail(ClirkitError("unknown key in [slurm] table", fix="see [bold]x[1][/bold]"))
+    assert exit_.exit_code == 2
     assert "unknown key in [slurm] table -- see [bold]x[1][/bold]" in capsys.readouterr().err

@@ -63,8 +63,11 @@ def start(tmp_path: Path, cache: Path, *args) -> subprocess.Popen:
     script.write_text(SLOW_CLI, encoding="utf-8")
     # files, not pipes: a child blocked on a full pipe would never reach the work
     with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
+        # SIGINT back to its default in the child: a suite started in the background (`make test &`)
+        # inherits SIGINT ignored, and Python would then install no KeyboardInterrupt handler
         return subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env, cwd=tmp_path,
-                                stdout=out, stderr=err)
+                                stdout=out, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def output(proc: subprocess.Popen, name: str) -> str:
