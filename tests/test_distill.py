@@ -392,3 +392,67 @@ def test_wordpiece_vocabulary_is_deterministic(tmp_path):
     assert [t["content"] for t in spec["added_tokens"]] == ["[PAD]", "[UNK]"]
     assert {f"##{c}" for c in "abcdefgh"} <= set(spec["model"]["vocab"]) and tok.get_vocab_size() == 150
     assert tok.encode("abc").tokens[0] != "[UNK]"
+
+
+def as_torchrun_rank0(monkeypatch, world: int = 2) -> None:
+    """This process as rank 0 of a ``world``-process torchrun job on one node. No rendezvous
+    address is set: a job that got as far as joining the process group would fail there."""
+    for key, value in {"RANK": 0, "WORLD_SIZE": world, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": world}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+
+
+def test_torchrun_jobs_that_cannot_run_fail_before_writing(bitext, tiny_model, runs_dir, monkeypatch):
+    as_torchrun_rank0(monkeypatch)
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--loss", "zero-shot"))[0])
+    assert "--loss zero-shot trains nothing, so it cannot run under torchrun (2 processes)" in line
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--batch-size", 33))[0])
+    assert "--batch-size 33 is not divisible by the 2 processes -- use a multiple of 2" in line
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # nothing was started
+
+
+def test_torchrun_needs_a_gpu_per_process_on_cuda(monkeypatch):
+    """The check itself (this machine has no GPU: the CLI stops earlier, at 'cuda is not available')."""
+    from clirkit.distill.ddp import DistEnv, check_job, dist_env
+    from clirkit.errors import ClirkitError
+
+    as_torchrun_rank0(monkeypatch, world=4)
+    env = dist_env()
+    assert env.local_world == 4 and env.world == 4
+    with pytest.raises(ClirkitError, match=r"torchrun starts 4 processes on this node but torch sees 2 CUDA device"):
+        check_job(env, torch.device("cuda"), trains=True, batch_size=64, visible_gpus=2)
+    two_nodes = DistEnv(rank=2, world=4, local_rank=0, local_world=2)  # 2 nodes x 2 processes
+    check_job(two_nodes, torch.device("cuda"), trains=True, batch_size=64, visible_gpus=2)
+    check_job(env, torch.device("cpu"), trains=True, batch_size=64)  # CPU processes need no GPU
+    check_job(DistEnv(), torch.device("cuda"), trains=False, batch_size=33, visible_gpus=1)  # no torchrun: all fine
+
+
+def test_resume_this_job_cannot_continue_fails_before_writing(bitext, tiny_model, runs_dir, tmp_path, monkeypatch):
+    import shutil
+
+    r, run = distill(runs_dir / "a", *small(bitext, tiny_model, "--loss", "mse", "--epochs", 1, "--max-pairs", 32))
+    assert r.exit_code == 0, r.stderr
+
+    def variant(name: str, config: dict | None = None, **state_values) -> Path:
+        """A copy of ``run`` whose config.json and last/state.pt have these values."""
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        state = torch.load(copy / "last" / "state.pt", weights_only=True)
+        torch.save({**state, **state_values}, copy / "last" / "state.pt")
+        if config:
+            cfg = json.loads((copy / "config.json").read_text())
+            (copy / "config.json").write_text(json.dumps({**cfg, **config}))
+        return copy
+
+    line = one_line_error(distill(runs_dir / "b", "--resume", variant("two", world=2))[0])
+    assert "the run was trained by 2 process(es), this job has 1 -- resume under torchrun with 2 processes" in line
+    # an fp16 run (CUDA only) resumed here: a resume keeps the precision, so --precision is no way out
+    fp16 = variant("fp16", {"precision": "fp16"}, scaler=torch.amp.GradScaler("cpu").state_dict())
+    line = one_line_error(distill(runs_dir / "b", "--resume", fp16)[0])
+    assert "trained in fp16 with a gradient scaler, which needs a CUDA device, not 'cpu'" in line
+    assert "--device cuda" in line and "--precision" not in line
+    as_torchrun_rank0(monkeypatch)
+    line = one_line_error(distill(runs_dir / "b", "--resume", run)[0])
+    assert "the run was trained by 1 process(es), this job has 2 -- resume without torchrun" in line
+    assert not (runs_dir / "b").exists()

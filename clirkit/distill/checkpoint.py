@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from clirkit.config import DistillConfig
+from clirkit.distill.ddp import DistEnv
 from clirkit.distill.students import Student
 from clirkit.errors import ClirkitError
 
@@ -59,6 +60,25 @@ def load_state(run: Path) -> tuple[Path, dict[str, Any]]:
             raise ClirkitError("no saved state (last/state.pt) to resume from", path=run,
                                fix="resume a distill run that saved at least once (see --save-every)")
     return last, torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+
+
+def check_resumable(run: Path, state: dict[str, Any], env: DistEnv, device: torch.device) -> None:
+    """Reject a resume this job cannot continue, before anything is written.
+
+    Raises:
+        ClirkitError: the state was saved by a job of another world size (the batches of each
+            rank, the RNG states and the step count depend on it), or it holds a gradient
+            scaler's state (fp16, which a resume keeps) and ``device`` is not CUDA.
+    """
+    saved = state["world"]
+    if saved != env.world:
+        raise ClirkitError(f"the run was trained by {saved} process(es), this job has {env.world}", path=run,
+                           fix="resume without torchrun" if saved == 1
+                           else f"resume under torchrun with {saved} processes in all (e.g. --nproc_per_node {saved})")
+    if state.get("scaler") and device.type != "cuda":  # empty for a disabled scaler (fp32, bf16)
+        raise ClirkitError(f"the run was trained in fp16 with a gradient scaler, which needs a CUDA device, "
+                           f"not {str(device)!r}", path=run,
+                           fix="resume it where torch sees a GPU (--device cuda); a resume keeps the run's precision")
 
 
 def resumed_config(cfg: DistillConfig) -> DistillConfig:

@@ -35,7 +35,6 @@ from clirkit.distill.dev import BEST_BY, evaluate_dev
 from clirkit.distill.objective import IdfTables, distill_batch, make_loss
 from clirkit.distill.pairs import augmented, parse_augment
 from clirkit.distill.students import StaticStudent, Student
-from clirkit.errors import ClirkitError
 from clirkit.progress import progress
 
 log = logging.getLogger("clirkit")
@@ -51,9 +50,6 @@ class Trainer:
         self.loss_fn = make_loss(cfg).to(device)
         self.static = isinstance(student, StaticStudent)
         self.augment = parse_augment(cfg)
-        if cfg.batch_size % env.world:
-            raise ClirkitError(f"--batch-size {cfg.batch_size} is not divisible by the {env.world} processes",
-                               fix=f"use a multiple of {env.world}")
         self.local_bs = cfg.batch_size // env.world
         from torch.utils.data import DistributedSampler
 
@@ -226,9 +222,6 @@ class Trainer:
                 "world": self.env.world}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state["world"] != self.env.world:
-            raise ClirkitError(f"the run was trained by {state['world']} processes, this job has {self.env.world}",
-                               fix=f"resume with --nproc_per_node {state['world']}")
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):  # empty for a disabled scaler (and absent from older states)
