@@ -456,3 +456,34 @@ def test_resume_this_job_cannot_continue_fails_before_writing(bitext, tiny_model
     line = one_line_error(distill(runs_dir / "b", "--resume", run)[0])
     assert "the run was trained by 1 process(es), this job has 2 -- resume without torchrun" in line
     assert not (runs_dir / "b").exists()
+
+
+def test_rng_state_restores_the_cpu_stream_and_keeps_cuda_for_cuda():
+    """A resumed run draws what the uninterrupted one would; a CUDA generator state (a run
+    trained on a GPU) is kept in the state but only set on CUDA, so such a run resumes on CPU."""
+    from clirkit.distill.checkpoint import restore_rng, rng_state
+    from clirkit.distill.ddp import DistEnv
+
+    cpu = torch.device("cpu")
+    state = rng_state(DistEnv(), cpu)
+    assert state["cuda_rng"] is None  # no CUDA generator touched on CPU
+    ahead = torch.rand(5)
+    restore_rng(state, DistEnv(), cpu)
+    assert torch.equal(torch.rand(5), ahead)
+    from_gpu = {**state, "cuda_rng": [torch.zeros(16, dtype=torch.uint8)]}
+    restore_rng(from_gpu, DistEnv(), cpu)
+    assert torch.equal(torch.rand(5), ahead) and not torch.cuda.is_initialized()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_restores_the_cuda_stream():
+    from clirkit.distill.checkpoint import restore_rng, rng_state
+    from clirkit.distill.ddp import DistEnv
+
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    state = rng_state(DistEnv(), gpu)
+    assert state["cuda_rng"][0].dtype == torch.uint8
+    x = torch.ones(1000, device=gpu)
+    ahead = torch.nn.functional.dropout(x, 0.5)  # dropout on the GPU draws from the GPU's generator
+    restore_rng(state, DistEnv(), gpu)
+    assert torch.equal(torch.nn.functional.dropout(x, 0.5), ahead)

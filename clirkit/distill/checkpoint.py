@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from clirkit.config import DistillConfig
-from clirkit.distill.ddp import DistEnv
+from clirkit.distill.ddp import DistEnv, all_gather
 from clirkit.distill.students import Student
 from clirkit.errors import ClirkitError
 
@@ -46,6 +46,25 @@ def save_state(run_path: Path, student: Student, state: dict[str, Any]) -> None:
     student.save(tmp / "model")
     torch.save(state, tmp / "state.pt")
     _replace_dir(tmp, run_path / "last")
+
+
+def rng_state(env: DistEnv, device: torch.device) -> dict[str, Any]:
+    """The random generators training draws from, of every rank (collective: every rank calls it).
+
+    ``torch_rng``: torch's CPU generator (initialisation, CPU dropout); ``cuda_rng``: on CUDA, the
+    generator of this rank's GPU (dropout there), else None. Shuffling and ``--augment`` noise
+    come from generators seeded by (seed, epoch, row), and numpy's and Python's global generators
+    are not drawn from, so these two make a resumed run continue the same random streams.
+    """
+    cuda = all_gather(env, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+    return {"torch_rng": all_gather(env, torch.get_rng_state()), "cuda_rng": cuda}
+
+
+def restore_rng(state: dict[str, Any], env: DistEnv, device: torch.device) -> None:
+    """Set this rank's generators from :func:`rng_state`'s ``state``; a CUDA state is used on CUDA only."""
+    torch.set_rng_state(state["torch_rng"][env.rank])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:  # absent from states saved before it was kept
+        torch.cuda.set_rng_state(state["cuda_rng"][env.rank], device)
 
 
 def load_state(run: Path) -> tuple[Path, dict[str, Any]]:

@@ -30,7 +30,7 @@ from clirkit.device import Precision, autocast, grad_scaler
 from clirkit.distill import checkpoint
 from clirkit.distill.cache import Prepared
 from clirkit.distill.curves import write_training
-from clirkit.distill.ddp import DistEnv, all_gather
+from clirkit.distill.ddp import DistEnv
 from clirkit.distill.dev import BEST_BY, evaluate_dev
 from clirkit.distill.objective import IdfTables, distill_batch, make_loss
 from clirkit.distill.pairs import augmented, parse_augment
@@ -216,8 +216,7 @@ class Trainer:
         """Everything a bit-identical resume needs; collective (the RNG states of every rank)."""
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "torch_rng": all_gather(self.env, torch.get_rng_state()), "best": self.best,
+                "scaler": self.scaler.state_dict(), **checkpoint.rng_state(self.env, self.device), "best": self.best,
                 "best_step": self.best_step, "rows": json.dumps(self.rows), "elapsed": self.elapsed,
                 "world": self.env.world}
 
@@ -226,7 +225,7 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):  # empty for a disabled scaler (and absent from older states)
             self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"][self.env.rank])
+        checkpoint.restore_rng(state, self.env, self.device)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best, self.best_step = state["best"], state["best_step"]
         self.rows = json.loads(state["rows"])
