@@ -487,3 +487,29 @@ def test_rng_state_restores_the_cuda_stream():
     ahead = torch.nn.functional.dropout(x, 0.5)  # dropout on the GPU draws from the GPU's generator
     restore_rng(state, DistEnv(), gpu)
     assert torch.equal(torch.nn.functional.dropout(x, 0.5), ahead)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_step_the_scaler_skips_does_not_advance_the_schedule(fused):
+    """fp16's gradient scaler skips the optimizer step on overflowed gradients; the learning-rate
+    schedule must then stay put. A real (CPU) GradScaler and the trainer's step function."""
+    from clirkit.distill.trainer import optimizer_stepped, scaled_step
+
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([w], lr=0.1, fused=fused)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (step + 1) / 10)  # warmup: every step counts
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    assert scaler.is_enabled()
+
+    lr = scaled_step((w * float("inf")).sum(), opt, sched, scaler, [w], 1.0)  # overflow: step skipped
+    assert lr == pytest.approx(0.01)
+    assert torch.equal(w.detach(), torch.ones(4))  # the optimizer did not move
+    assert scaler.get_scale() == 2.0**15  # the scaler backed off
+    assert sched.last_epoch == 0 and sched.get_last_lr()[0] == pytest.approx(0.01)  # nor did the schedule
+
+    lr = scaled_step((w * w).sum(), opt, sched, scaler, [w], 1.0)  # a good step
+    assert lr == pytest.approx(0.01) and not torch.equal(w.detach(), torch.ones(4))
+    assert sched.last_epoch == 1 and sched.get_last_lr()[0] == pytest.approx(0.02)
+
+    assert optimizer_stepped(1.0, 1.0) and optimizer_stepped(2.0**15, 2.0**16)  # disabled scaler; growth
+    assert not optimizer_stepped(2.0**16, 2.0**15)
