@@ -104,7 +104,8 @@ class CommandConfig(Config):
                         description="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps "
                                     "(default $CLIRKIT_DEVICE, then auto)")
     precision: PrecisionName = Field("fp32", description="forward-pass precision: fp32, bf16 (CPU, or CUDA with "
-                                                         "bf16 support) or fp16 (CUDA; training scales the loss)")
+                                                         "native bf16, capability 8.0+) or fp16 (CUDA; training "
+                                                         "scales the loss)")
 
     @field_validator("device")
     @classmethod

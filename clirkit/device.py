@@ -126,8 +126,8 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> Preci
     """Check that ``device`` can run ``precision`` and return it.
 
     fp16 runs on CUDA only (training then needs a gradient scaler: :func:`grad_scaler`); bf16
-    runs on CUDA devices with bf16 support and on CPUs (torch's CPU autocast computes in bf16);
-    fp32 runs everywhere.
+    runs on CUDA devices with native bf16 support (not emulated: see :func:`_cuda_bf16_native`)
+    and on CPUs (torch's CPU autocast computes in bf16); fp32 runs everywhere.
 
     Raises:
         ClirkitError: an unknown precision, or one the device cannot run.
@@ -140,16 +140,29 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> Preci
                            fix="use --precision bf16 (CPU and recent GPUs) or fp32")
     if name == "bf16":
         if device.type == "cuda":
-            import torch
+            if not _cuda_bf16_native(device):
+                import torch
 
-            with torch.cuda.device(device):
-                supported = torch.cuda.is_bf16_supported()
-            if not supported:
-                raise ClirkitError(f"precision bf16 is not supported by {str(device)!r} "
-                                   f"({device_info(device)['name']})", fix="use --precision fp16 or fp32")
+                raise ClirkitError(f"precision bf16 is not supported natively by {str(device)!r} "
+                                   f"({torch.cuda.get_device_name(device)}): torch would emulate it, slowly",
+                                   fix="use --precision fp16 or fp32")
         elif device.type != "cpu":
             raise ClirkitError(f"precision bf16 runs on CUDA or CPU, not {str(device)!r}", fix="use fp32")
     return Precision(name)
+
+
+def _cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the GPU computes in bf16 itself (compute capability 8.0+, Ampere on).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where it can merely create bf16 tensors
+    (Volta, Turing): there bf16 is emulated with fp32 arithmetic and conversions, slowly, and
+    some kernels (cuDNN's) have no bf16 version, so only native support counts
+    (``including_emulation=False``, torch >= 2.4).
+    """
+    import torch
+
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def resolve_runtime(device: str | torch.device, precision: str | Precision = "fp32"

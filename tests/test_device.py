@@ -133,3 +133,34 @@ def test_eval_config_accepts_device_spellings():
     assert EvalConfig(device="CUDA:0").device == "cuda:0"
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         EvalConfig(device="tpu")
+
+
+def test_bf16_on_a_gpu_that_only_emulates_it_is_an_error(monkeypatch):
+    """bf16 on a Volta/Turing GPU is emulated, slowly: an error naming fp16/fp32. There is no GPU
+    here, so torch.cuda answers as it does on such a card (capability 7.x, CUDA >= 11): bf16 is
+    "supported" only when emulation counts. This checks the error path, not that bf16 runs."""
+    import contextlib
+    import inspect
+
+    def is_bf16_supported(including_emulation: bool = True):
+        return including_emulation
+
+    # the stand-in has the installed torch's signature: the argument clirkit passes exists
+    assert inspect.signature(is_bf16_supported) == inspect.signature(torch.cuda.is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+    with pytest.raises(ClirkitError) as e:
+        resolve_precision("bf16", torch.device("cuda:0"))
+    assert e.value.one_line() == ("precision bf16 is not supported natively by 'cuda:0' (Tesla V100-SXM2-32GB): "
+                                  "torch would emulate it, slowly -- use --precision fp16 or fp32")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_on_a_real_gpu_follows_its_compute_capability():
+    gpu = torch.device("cuda:0")
+    if torch.cuda.get_device_capability(gpu)[0] >= 8:
+        assert resolve_precision("bf16", gpu).name == "bf16"
+    else:
+        with pytest.raises(ClirkitError, match="not supported natively"):
+            resolve_precision("bf16", gpu)

@@ -392,3 +392,124 @@ def test_wordpiece_vocabulary_is_deterministic(tmp_path):
     assert [t["content"] for t in spec["added_tokens"]] == ["[PAD]", "[UNK]"]
     assert {f"##{c}" for c in "abcdefgh"} <= set(spec["model"]["vocab"]) and tok.get_vocab_size() == 150
     assert tok.encode("abc").tokens[0] != "[UNK]"
+
+
+def as_torchrun_rank0(monkeypatch, world: int = 2) -> None:
+    """This process as rank 0 of a ``world``-process torchrun job on one node. No rendezvous
+    address is set: a job that got as far as joining the process group would fail there."""
+    for key, value in {"RANK": 0, "WORLD_SIZE": world, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": world}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+
+
+def test_torchrun_jobs_that_cannot_run_fail_before_writing(bitext, tiny_model, runs_dir, monkeypatch):
+    as_torchrun_rank0(monkeypatch)
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--loss", "zero-shot"))[0])
+    assert "--loss zero-shot trains nothing, so it cannot run under torchrun (2 processes)" in line
+    line = one_line_error(distill(runs_dir, *small(bitext, tiny_model, "--loss", "mse", "--batch-size", 33))[0])
+    assert "--batch-size 33 is not divisible by the 2 processes -- use a multiple of 2" in line
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # nothing was started
+
+
+def test_torchrun_needs_a_gpu_per_process_on_cuda(monkeypatch):
+    """The check itself (this machine has no GPU: the CLI stops earlier, at 'cuda is not available')."""
+    from clirkit.distill.ddp import DistEnv, check_job, dist_env
+    from clirkit.errors import ClirkitError
+
+    as_torchrun_rank0(monkeypatch, world=4)
+    env = dist_env()
+    assert env.local_world == 4 and env.world == 4
+    with pytest.raises(ClirkitError, match=r"torchrun starts 4 processes on this node but torch sees 2 CUDA device"):
+        check_job(env, torch.device("cuda"), trains=True, batch_size=64, visible_gpus=2)
+    two_nodes = DistEnv(rank=2, world=4, local_rank=0, local_world=2)  # 2 nodes x 2 processes
+    check_job(two_nodes, torch.device("cuda"), trains=True, batch_size=64, visible_gpus=2)
+    check_job(env, torch.device("cpu"), trains=True, batch_size=64)  # CPU processes need no GPU
+    check_job(DistEnv(), torch.device("cuda"), trains=False, batch_size=33, visible_gpus=1)  # no torchrun: all fine
+
+
+def test_resume_this_job_cannot_continue_fails_before_writing(bitext, tiny_model, runs_dir, tmp_path, monkeypatch):
+    import shutil
+
+    r, run = distill(runs_dir / "a", *small(bitext, tiny_model, "--loss", "mse", "--epochs", 1, "--max-pairs", 32))
+    assert r.exit_code == 0, r.stderr
+
+    def variant(name: str, config: dict | None = None, **state_values) -> Path:
+        """A copy of ``run`` whose config.json and last/state.pt have these values."""
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        state = torch.load(copy / "last" / "state.pt", weights_only=True)
+        torch.save({**state, **state_values}, copy / "last" / "state.pt")
+        if config:
+            cfg = json.loads((copy / "config.json").read_text())
+            (copy / "config.json").write_text(json.dumps({**cfg, **config}))
+        return copy
+
+    line = one_line_error(distill(runs_dir / "b", "--resume", variant("two", world=2))[0])
+    assert "the run was trained by 2 process(es), this job has 1 -- resume under torchrun with 2 processes" in line
+    # an fp16 run (CUDA only) resumed here: a resume keeps the precision, so --precision is no way out
+    fp16 = variant("fp16", {"precision": "fp16"}, scaler=torch.amp.GradScaler("cpu").state_dict())
+    line = one_line_error(distill(runs_dir / "b", "--resume", fp16)[0])
+    assert "trained in fp16 with a gradient scaler, which needs a CUDA device, not 'cpu'" in line
+    assert "--device cuda" in line and "--precision" not in line
+    as_torchrun_rank0(monkeypatch)
+    line = one_line_error(distill(runs_dir / "b", "--resume", run)[0])
+    assert "the run was trained by 1 process(es), this job has 2 -- resume without torchrun" in line
+    assert not (runs_dir / "b").exists()
+
+
+def test_rng_state_restores_the_cpu_stream_and_keeps_cuda_for_cuda():
+    """A resumed run draws what the uninterrupted one would; a CUDA generator state (a run
+    trained on a GPU) is kept in the state but only set on CUDA, so such a run resumes on CPU."""
+    from clirkit.distill.checkpoint import restore_rng, rng_state
+    from clirkit.distill.ddp import DistEnv
+
+    cpu = torch.device("cpu")
+    state = rng_state(DistEnv(), cpu)
+    assert state["cuda_rng"] is None  # no CUDA generator touched on CPU
+    ahead = torch.rand(5)
+    restore_rng(state, DistEnv(), cpu)
+    assert torch.equal(torch.rand(5), ahead)
+    from_gpu = {**state, "cuda_rng": [torch.zeros(16, dtype=torch.uint8)]}
+    restore_rng(from_gpu, DistEnv(), cpu)
+    assert torch.equal(torch.rand(5), ahead) and not torch.cuda.is_initialized()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_restores_the_cuda_stream():
+    from clirkit.distill.checkpoint import restore_rng, rng_state
+    from clirkit.distill.ddp import DistEnv
+
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    state = rng_state(DistEnv(), gpu)
+    assert state["cuda_rng"][0].dtype == torch.uint8
+    x = torch.ones(1000, device=gpu)
+    ahead = torch.nn.functional.dropout(x, 0.5)  # dropout on the GPU draws from the GPU's generator
+    restore_rng(state, DistEnv(), gpu)
+    assert torch.equal(torch.nn.functional.dropout(x, 0.5), ahead)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_step_the_scaler_skips_does_not_advance_the_schedule(fused):
+    """fp16's gradient scaler skips the optimizer step on overflowed gradients; the learning-rate
+    schedule must then stay put. A real (CPU) GradScaler and the trainer's step function."""
+    from clirkit.distill.trainer import optimizer_stepped, scaled_step
+
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([w], lr=0.1, fused=fused)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (step + 1) / 10)  # warmup: every step counts
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    assert scaler.is_enabled()
+
+    lr = scaled_step((w * float("inf")).sum(), opt, sched, scaler, [w], 1.0)  # overflow: step skipped
+    assert lr == pytest.approx(0.01)
+    assert torch.equal(w.detach(), torch.ones(4))  # the optimizer did not move
+    assert scaler.get_scale() == 2.0**15  # the scaler backed off
+    assert sched.last_epoch == 0 and sched.get_last_lr()[0] == pytest.approx(0.01)  # nor did the schedule
+
+    lr = scaled_step((w * w).sum(), opt, sched, scaler, [w], 1.0)  # a good step
+    assert lr == pytest.approx(0.01) and not torch.equal(w.detach(), torch.ones(4))
+    assert sched.last_epoch == 1 and sched.get_last_lr()[0] == pytest.approx(0.02)
+
+    assert optimizer_stepped(1.0, 1.0) and optimizer_stepped(2.0**15, 2.0**16)  # disabled scaler; growth
+    assert not optimizer_stepped(2.0**16, 2.0**15)

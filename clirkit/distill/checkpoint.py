@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from clirkit.config import DistillConfig
+from clirkit.distill.ddp import DistEnv, all_gather
 from clirkit.distill.students import Student
 from clirkit.errors import ClirkitError
 
@@ -47,6 +48,25 @@ def save_state(run_path: Path, student: Student, state: dict[str, Any]) -> None:
     _replace_dir(tmp, run_path / "last")
 
 
+def rng_state(env: DistEnv, device: torch.device) -> dict[str, Any]:
+    """The random generators training draws from, of every rank (collective: every rank calls it).
+
+    ``torch_rng``: torch's CPU generator (initialisation, CPU dropout); ``cuda_rng``: on CUDA, the
+    generator of this rank's GPU (dropout there), else None. Shuffling and ``--augment`` noise
+    come from generators seeded by (seed, epoch, row), and numpy's and Python's global generators
+    are not drawn from, so these two make a resumed run continue the same random streams.
+    """
+    cuda = all_gather(env, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+    return {"torch_rng": all_gather(env, torch.get_rng_state()), "cuda_rng": cuda}
+
+
+def restore_rng(state: dict[str, Any], env: DistEnv, device: torch.device) -> None:
+    """Set this rank's generators from :func:`rng_state`'s ``state``; a CUDA state is used on CUDA only."""
+    torch.set_rng_state(state["torch_rng"][env.rank])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:  # absent from states saved before it was kept
+        torch.cuda.set_rng_state(state["cuda_rng"][env.rank], device)
+
+
 def load_state(run: Path) -> tuple[Path, dict[str, Any]]:
     """The ``last/`` folder of ``run`` and its state (also from a ``.tmp`` run left by a hard kill)."""
 
@@ -59,6 +79,25 @@ def load_state(run: Path) -> tuple[Path, dict[str, Any]]:
             raise ClirkitError("no saved state (last/state.pt) to resume from", path=run,
                                fix="resume a distill run that saved at least once (see --save-every)")
     return last, torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+
+
+def check_resumable(run: Path, state: dict[str, Any], env: DistEnv, device: torch.device) -> None:
+    """Reject a resume this job cannot continue, before anything is written.
+
+    Raises:
+        ClirkitError: the state was saved by a job of another world size (the batches of each
+            rank, the RNG states and the step count depend on it), or it holds a gradient
+            scaler's state (fp16, which a resume keeps) and ``device`` is not CUDA.
+    """
+    saved = state["world"]
+    if saved != env.world:
+        raise ClirkitError(f"the run was trained by {saved} process(es), this job has {env.world}", path=run,
+                           fix="resume without torchrun" if saved == 1
+                           else f"resume under torchrun with {saved} processes in all (e.g. --nproc_per_node {saved})")
+    if state.get("scaler") and device.type != "cuda":  # empty for a disabled scaler (fp32, bf16)
+        raise ClirkitError(f"the run was trained in fp16 with a gradient scaler, which needs a CUDA device, "
+                           f"not {str(device)!r}", path=run,
+                           fix="resume it where torch sees a GPU (--device cuda); a resume keeps the run's precision")
 
 
 def resumed_config(cfg: DistillConfig) -> DistillConfig:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from clirkit.errors import ClirkitError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -22,6 +24,7 @@ class DistEnv:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  #: processes on this node
 
     @property
     def main(self) -> bool:
@@ -33,9 +36,41 @@ class DistEnv:
 
 
 def dist_env() -> DistEnv:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun."""
-    return DistEnv(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                   int(os.environ.get("LOCAL_RANK", "0")))
+    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` as set by torchrun."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return DistEnv(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), local_rank,
+                   int(os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1))))
+
+
+def check_job(env: DistEnv, device: torch.device, *, trains: bool, batch_size: int,
+              visible_gpus: int | None = None) -> None:
+    """Reject a torchrun job that cannot run, on every rank and before anything is written.
+
+    Args:
+        env: this process's place in the job.
+        device: the resolved device (on CUDA each process takes the GPU of its ``LOCAL_RANK``).
+        trains: whether the run trains (``--loss zero-shot`` does not: there is nothing to share out).
+        batch_size: pairs per optimizer step over all processes.
+        visible_gpus: the CUDA devices this node has (default: what torch sees).
+
+    Raises:
+        ClirkitError: a zero-shot run under torchrun, more processes per node than GPUs, or a
+            batch size the processes cannot share equally.
+    """
+    if not env.distributed:
+        return
+    if not trains:
+        raise ClirkitError(f"--loss zero-shot trains nothing, so it cannot run under torchrun ({env.world} processes)",
+                           fix="run it as one process: clirkit distill ... without torchrun")
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+        if env.local_world > gpus:
+            raise ClirkitError(f"torchrun starts {env.local_world} processes on this node but torch sees {gpus} "
+                               "CUDA device(s); each process needs a GPU of its own",
+                               fix=f"use --nproc_per_node {gpus} or fewer, or --device cpu")
+    if batch_size % env.world:
+        raise ClirkitError(f"--batch-size {batch_size} is not divisible by the {env.world} processes",
+                           fix=f"use a multiple of {env.world}")
 
 
 def init_distributed(env: DistEnv, device: torch.device) -> torch.device:

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from clirkit.config import DistillConfig
-from clirkit.device import Precision, autocast, resolve_runtime
+from clirkit.device import Precision, autocast, resolve_device, resolve_precision
 from clirkit.distill.cache import Prepared, prepare_teacher
-from clirkit.distill.checkpoint import load_state, resumed_config, save_model
+from clirkit.distill.checkpoint import check_resumable, load_state, resumed_config, save_model
 from clirkit.distill.curves import write_training
-from clirkit.distill.ddp import DistEnv, dist_env, init_distributed, share_from_main
+from clirkit.distill.ddp import DistEnv, check_job, dist_env, init_distributed, share_from_main
 from clirkit.distill.dev import BEST_BY, content_tokens, dev_scores
 from clirkit.distill.objective import ZERO_SHOT, check_loss, make_loss
 from clirkit.distill.pairs import Bitext, load_bitext, parse_augment
@@ -51,23 +51,27 @@ def run_distill(cfg: DistillConfig) -> Path | None:
     from clirkit.rundir import cache_root, start_run, terminate_as_interrupt
     from clirkit.seeding import set_seed
 
-    resume_from = None
+    resume_from = last_dir = state = None
     if cfg.resume is not None:
         cfg = resumed_config(cfg)
         resume_from = Path(cfg.resume)  # type: ignore[arg-type]
-        log.info("resuming %s with its own configuration (other options are ignored)", resume_from)
+        last_dir, state = load_state(resume_from)
     check_loss(cfg)
     parse_augment(cfg)  # fail on a bad spec before any work
     env = dist_env()
     if not env.main:
         log.setLevel(logging.WARNING)  # one process talks
-    device, prec = resolve_runtime(cfg.device, cfg.precision)
+    device = resolve_device(cfg.device)
+    check_job(env, device, trains=cfg.loss != ZERO_SHOT, batch_size=cfg.batch_size)
+    if state is not None:
+        check_resumable(resume_from, state, env, device)  # type: ignore[arg-type]
+        log.info("resuming %s with its own configuration (other options are ignored)", resume_from)
+    prec = resolve_precision(cfg.precision, device)
     device = init_distributed(env, device)  # cuda:LOCAL_RANK for a torchrun worker
     set_seed(cfg.seed, torch_global=True)
     bitext = load_bitext(cfg)
     teacher = load_encoder(cfg.teacher, device, prec)
     model_student = prepare_student(cfg, teacher, device)
-    last_dir, state = load_state(resume_from) if resume_from is not None else (None, None)
     root = cache_root()
 
     ctx = start_run(cfg.runs_dir, "distill", cfg, cfg.seed) if env.main else nullcontext()

@@ -30,12 +30,11 @@ from clirkit.device import Precision, autocast, grad_scaler
 from clirkit.distill import checkpoint
 from clirkit.distill.cache import Prepared
 from clirkit.distill.curves import write_training
-from clirkit.distill.ddp import DistEnv, all_gather
+from clirkit.distill.ddp import DistEnv
 from clirkit.distill.dev import BEST_BY, evaluate_dev
 from clirkit.distill.objective import IdfTables, distill_batch, make_loss
 from clirkit.distill.pairs import augmented, parse_augment
 from clirkit.distill.students import StaticStudent, Student
-from clirkit.errors import ClirkitError
 from clirkit.progress import progress
 
 log = logging.getLogger("clirkit")
@@ -51,9 +50,6 @@ class Trainer:
         self.loss_fn = make_loss(cfg).to(device)
         self.static = isinstance(student, StaticStudent)
         self.augment = parse_augment(cfg)
-        if cfg.batch_size % env.world:
-            raise ClirkitError(f"--batch-size {cfg.batch_size} is not divisible by the {env.world} processes",
-                               fix=f"use a multiple of {env.world}")
         self.local_bs = cfg.batch_size // env.world
         from torch.utils.data import DistributedSampler
 
@@ -137,20 +133,8 @@ class Trainer:
         return self.student.tokenize(augmented(self.augment, texts, rows, self.cfg.seed, epoch))
 
     def optimizer_step(self, loss: torch.Tensor) -> float:
-        """Backpropagate, clip, step the optimizer and the schedule; return the learning rate used.
-
-        The gradient scaler (fp16) scales the loss, unscales the gradients before clipping so the
-        norm is the true one, and skips the step when they overflowed; disabled, it changes nothing.
-        """
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.max_grad_norm)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        lr = self.sched.get_last_lr()[0]
-        self.sched.step()
-        return lr
+        """Backpropagate, clip, step the optimizer and the schedule (:func:`scaled_step`); return the learning rate."""
+        return scaled_step(loss, self.opt, self.sched, self.scaler, self.student.parameters(), self.cfg.max_grad_norm)
 
     def advance(self, epoch: int, done: int, n_batches: int) -> bool:
         """Count a step (``done`` batches of ``n_batches`` done in ``epoch``); return whether the epoch ended."""
@@ -220,20 +204,16 @@ class Trainer:
         """Everything a bit-identical resume needs; collective (the RNG states of every rank)."""
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "torch_rng": all_gather(self.env, torch.get_rng_state()), "best": self.best,
+                "scaler": self.scaler.state_dict(), **checkpoint.rng_state(self.env, self.device), "best": self.best,
                 "best_step": self.best_step, "rows": json.dumps(self.rows), "elapsed": self.elapsed,
                 "world": self.env.world}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state["world"] != self.env.world:
-            raise ClirkitError(f"the run was trained by {state['world']} processes, this job has {self.env.world}",
-                               fix=f"resume with --nproc_per_node {state['world']}")
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):  # empty for a disabled scaler (and absent from older states)
             self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"][self.env.rank])
+        checkpoint.restore_rng(state, self.env, self.device)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best, self.best_step = state["best"], state["best_step"]
         self.rows = json.loads(state["rows"])
@@ -286,6 +266,37 @@ class Trainer:
             return
         with progress() as bar:
             yield _Meter(bar, bar.add_task("distilling", total=self.total, completed=self.step, info=""))
+
+
+def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                scaler: torch.amp.GradScaler, params, max_norm: float) -> float:
+    """Backpropagate ``loss``, clip the gradients of ``params`` to ``max_norm``, step ``opt`` and
+    ``sched``; return the learning rate of this step.
+
+    The gradient scaler (fp16) scales the loss, unscales the gradients before clipping so the
+    norm is the true one, and skips the optimizer step when they overflowed (then lowers its
+    scale); the schedule then stays where it is, so the skipped step does not eat a step of
+    warmup or decay (torch warns "lr_scheduler.step() before optimizer.step()" otherwise).
+    Disabled (fp32, bf16), the scaler changes nothing and every step counts.
+    """
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    before = scaler.get_scale()
+    scaler.step(opt)
+    scaler.update()
+    lr = sched.get_last_lr()[0]
+    if optimizer_stepped(before, scaler.get_scale()):
+        sched.step()
+    return lr
+
+
+def optimizer_stepped(scale_before: float, scale_after: float) -> bool:
+    """Whether the scaler let the optimizer step, from its scale before and after ``update()``:
+    it lowers the scale exactly when the gradients overflowed and the step was skipped (it
+    keeps or raises it otherwise; a disabled scaler's scale is always 1)."""
+    return not scale_after < scale_before
 
 
 class _Meter:
