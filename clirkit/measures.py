@@ -100,14 +100,18 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1; Holm, Scand. J. Statistics 1979)."""
-    order = np.argsort(p)
-    m = len(p)
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, (m - rank) * p[i])
-        adj[i] = min(1.0, running)
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1; Holm, Scand. J. Statistics 1979).
+
+    NaN p-values (a test that could not be run) stay NaN and are not tests: they do not count in
+    Holm's m nor take part in the step-down of the others.
+    """
+    p = np.asarray(p, dtype=float)
+    adj = np.full(len(p), math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        adj[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return adj
 
 
@@ -218,10 +222,5 @@ def holm_columns(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     (one family); NaN p-values stay NaN and do not count."""
     out = table.copy()
     for col in columns:
-        p = out[col].to_numpy(dtype=float)
-        adj = np.full(len(p), math.nan)
-        ok = ~np.isnan(p)
-        if ok.any():
-            adj[ok] = holm(p[ok])
-        out.insert(out.columns.get_loc(col) + 1, f"{col}_holm", adj)
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_holm", holm(out[col].to_numpy(dtype=float)))
     return out

@@ -87,3 +87,17 @@ def test_compare_pairs_and_one_holm_family():
 def test_holm_by_hand():
     # sorted p: 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 1 * 0.04)
     np.testing.assert_allclose(holm(np.array([0.04, 0.01, 0.02])), [0.04, 0.03, 0.04])
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    # a NaN (e.g. a test that could not be run) is not a test: m = 3, not 4, and it stays NaN
+    got = holm(np.array([0.01, math.nan, 0.04, 0.03]))
+    np.testing.assert_allclose(got[[0, 2, 3]], [0.03, 0.06, 0.06])
+    assert math.isnan(got[1])
+    # a NaN first in the table does not break the step-down of the others either
+    got = holm(np.array([math.nan, 0.04, 0.01, 0.02]))
+    assert math.isnan(got[0])
+    np.testing.assert_allclose(got[1:], [0.04, 0.03, 0.04])
+    assert np.isnan(holm(np.array([math.nan, math.nan]))).all() and len(holm(np.array([]))) == 0
+    table = pd.DataFrame({"p_t": [math.nan, 0.02, 0.01]})
+    np.testing.assert_allclose(holm_columns(table, ["p_t"])["p_t_holm"][1:], [0.02, 0.02])
