@@ -115,9 +115,13 @@ def holm(p: np.ndarray) -> np.ndarray:
     return adj
 
 
-def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
+def significance(per_query: dict[str, pd.DataFrame], baseline: str, corrected: bool = True) -> pd.DataFrame:
     """Paired two-sided t-tests (:func:`paired_ttest`) of every system against ``baseline`` per
-    measure, Holm-corrected over all the tests of the table."""
+    measure, with ``p_holm`` Holm-corrected over all the tests of the table.
+
+    With ``corrected=False`` there is no ``p_holm``: for a caller that joins several tables into
+    one family and corrects that once (:func:`holm_columns` on ``p``).
+    """
     base = per_query[baseline]
     rows = []
     for system, df in per_query.items():
@@ -131,9 +135,7 @@ def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFr
                          "mean": a.mean(), "baseline_mean": b.mean(), "delta": a.mean() - b.mean(),
                          "t": float(t), "p": float(p)})
     out = pd.DataFrame(rows)
-    if not out.empty:
-        out["p_holm"] = holm(out["p"].to_numpy())
-    return out
+    return holm_columns(out, ["p"]) if corrected and not out.empty else out
 
 
 #: randomisation-test resamples of :func:`paired_comparison` (exact when 2**n is fewer)
