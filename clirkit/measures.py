@@ -80,9 +80,18 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return mean - half, mean + half
 
 
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as float arrays of the same queries; different lengths are a ValueError (numpy
+    would broadcast a single value against all of the other's, a test of nothing)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired test needs one value per query on both sides; got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided paired t-test ``(t, p)``; identical samples give ``(0, 1)`` (scipy would give NaN),
-    fewer than two pairs ``(nan, nan)``.
+    fewer than two pairs ``(nan, nan)``; arrays of different lengths raise ValueError.
 
     The paired t-test agrees with the randomization test on IR measures (Smucker, Allan &
     Carterette, "A Comparison of Statistical Significance Tests for Information Retrieval
@@ -90,11 +99,11 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """
     from scipy import stats
 
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if np.allclose(a, b):
-        return 0.0, 1.0
+    a, b = _paired(a, b)
     if len(a) < 2:
         return math.nan, math.nan
+    if np.allclose(a, b):
+        return 0.0, 1.0
     t, p = stats.ttest_rel(a, b)
     return float(t), float(p)
 
@@ -172,7 +181,7 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPL
     """
     from scipy import stats
 
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = _paired(a, b)
     n = len(a)
     resamples = min(n_resamples, 2**n)  # scipy enumerates all sign assignments when they are fewer
     row = {"n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
