@@ -139,6 +139,15 @@ def test_retrieve_drops_identical_ids_after_fetching_one_more():
     s = DenseSearcher(FakeEncoder(emb, None), index)  # query v0 is document 0 itself
     run = retrieve(s, {"q": "v0"}, 3, ignore_identical_ids=True)
     assert "q" not in run["q"] and len(run["q"]) == 3
+    # a query whose own document is not among its k + 1 best still gets exactly k, the best k
+    far = int(np.argmin(emb @ emb[1]))  # the document least like query v1
+    index.doc_ids[far] = "far"
+    both = retrieve(s, {"q": "v0", "far": "v1"}, 3, ignore_identical_ids=True)
+    assert both["q"] == run["q"]
+    assert list(both["far"]) == list(s.search({"far": "v1"}, 3)["far"]) and "far" not in both["far"]
+    # a corpus of 6 with k = 5: 5 results once its own is dropped, and never more than the corpus allows
+    assert len(retrieve(s, {"q": "v0"}, 5, ignore_identical_ids=True)["q"]) == 5
+    assert len(retrieve(s, {"q": "v0"}, 9, ignore_identical_ids=True)["q"]) == 5
 
 
 def test_top_rows_breaks_ties_by_column_at_the_cut():
