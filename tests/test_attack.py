@@ -421,3 +421,18 @@ def test_fused_attack_gives_every_member_the_same_perturbed_text(tiny_model, bei
     assert pq[pq.perturbation == "char-swap"]["nDCG@10"].mean() == pytest.approx(want)
     bad = attack(runs_dir, "bm25", beir_long, "--model", tiny_model, "--fuse", "rrf", "--search", "greedy")
     assert bad.exit_code == 2 and "random search only" in bad.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--fuse", "rrf", "--fuse-weights", "1"], "--fuse-weights has 1 values for 2 --model values"),
+    (["--fuse", "combsum", "--fuse-weights", "1,2,3"], "--fuse-weights has 3 values for 2 --model values"),
+    (["--fuse", "rrf", "--fuse-weights", "1,-1"], "fusion weights must be finite, >= 0 and not all 0"),
+    (["--fuse", "rrf", "--fuse-weights", "0,0"], "fusion weights must be finite, >= 0 and not all 0"),
+    (["--fuse-weights", "1,2"], "--fuse-weights applies to a fused system"),
+    (["--fuse-norm", "max"], "--fuse-norm applies to a fused system"),
+])
+def test_fused_attack_options_are_checked_by_the_config_before_anything_runs(beir_long, runs_dir, args, says):
+    r = attack(runs_dir, "bm25", beir_long, "--model", "bm25", *args)
+    assert r.exit_code == 2 and says in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr and "Value error" not in r.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # no run, not even a failed one
