@@ -27,6 +27,7 @@ from clirkit.attack import (
 from clirkit.cli import app
 from clirkit.config import AttackConfig, build
 from clirkit.perturb import parse_spec
+from clirkit.tables import file_label
 from tests.conftest import DOCS, QRELS, write_beir
 
 runner = CliRunner()
@@ -380,6 +381,23 @@ def test_random_and_greedy_attacks_of_bm25(beir_long, runs_dir):
     trail = [json.loads(line) for line in (greedy / "queries" / "greedy.jsonl").read_text().splitlines()]
     assert all(r["objective_final"] <= r["objective_clean"] for r in trail)
     assert any(r["edits"] > 0 for r in trail)  # BM25 terms break under char swaps
+
+
+def test_code_switch_specs_whose_lexicons_share_a_file_name_keep_their_own_rows(beir_long, tmp_path, runs_dir):
+    args = []
+    for sub, line in (("a", "kitten\tcat"), ("b", "weather\tclimate")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "lex.tsv").write_text(f"foreign\tenglish\tscore\n{line}\t1\n", encoding="utf-8")
+        args += ["--perturb", f"code-switch:rate=1,lexicon={tmp_path / sub / 'lex.tsv'}"]
+    run = run_dir(attack(runs_dir, "bm25", beir_long, *args, "--seeds", "1"), runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    labels = ["code-switch:lexicon=a/lex.tsv", "code-switch:lexicon=b/lex.tsv"]
+    assert sorted(set(table["perturbation"])) == labels and len(table) == 2 * 2  # 2 specs x 2 measures
+    assert (table["seeds"] == 1).all()  # no spec's seeds pooled with the other's
+    texts = {label: [json.loads(x)["text"] for x in (run / "queries" / f"{file_label(label)}-rate1-seed0.jsonl")
+                     .read_text().splitlines()] for label in labels}
+    assert "sleeping cat resting on warm carpet" in texts[labels[0]]
+    assert "climate forecast mountains tomorrow rainfall" in texts[labels[1]]
 
 
 def read_json_file(path: Path) -> dict:
