@@ -383,8 +383,9 @@ def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, tim
 
     ``version="latest"`` asks the OPUS API (https://opus.nlpl.eu/opusapi/) for the newest release's URL.
     Downloads go through :func:`clirkit.data.download.fetch` (https only, ``CLIRKIT_ONLINE=1``,
-    atomic); a zip with a member that could land outside ``dest`` is refused before anything is
-    extracted, and each wanted member is written under its base name inside ``dest`` only.
+    atomic); a zip with a member that could land outside its folder is refused before anything is
+    extracted, and each wanted member is written under its base name in the zip's own folder
+    inside ``dest`` (:func:`extract_moses_pair`).
     """
     a, b = sorted((src, tgt))
     if version == "latest":
@@ -411,28 +412,38 @@ def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, tim
 
 
 def extract_moses_pair(zpath: Path, src: str, tgt: str, dest: Path) -> list[Path]:
-    """Extract the ``.src`` and ``.tgt`` members of an OPUS Moses zip into ``dest`` (src first).
+    """Extract the ``.src`` and ``.tgt`` members of an OPUS Moses zip (src first) into the zip's own
+    folder, ``dest/<zip name without .zip>/``.
 
-    Every member name is checked first (:func:`clirkit.data.download.safe_member_name`); a zip
-    with any unsafe name is refused whole. Members are written to a temporary name inside
-    ``dest`` and renamed, so an interrupted extraction leaves no partial file.
+    Every zip gets its own folder, so two releases whose members share names (``CCAligned.en-sw.en``
+    in v1 and in a later version) never overwrite, or stand in for, each other. Every member name
+    is checked first (:func:`clirkit.data.download.safe_member_name`); a zip with any unsafe name
+    is refused whole. Members are written to a temporary name inside that folder and renamed, so
+    an interrupted extraction leaves no partial file.
     """
+    folder = dest / zpath.name.removesuffix(".zip")
     try:
         with zipfile.ZipFile(zpath) as z:
             names = z.namelist()
             for m in names:
                 safe_member_name(m, zpath)
-            members = {canonical(Path(m).suffix.lstrip(".")): m for m in names if not m.endswith("/")}
-            picked = [members.get(canonical(src)), members.get(canonical(tgt))]
-            if None in picked:
+            by_lang: dict[str, list[str]] = {}
+            for m in names:
+                if not m.endswith("/"):
+                    by_lang.setdefault(canonical(Path(m).suffix.lstrip(".")), []).append(m)
+            picked = [by_lang.get(canonical(src), []), by_lang.get(canonical(tgt), [])]
+            if not all(picked):
                 raise ClirkitError(f"the zip has no .{src}/.{tgt} files: {', '.join(names)}", path=zpath,
                                    fix="check the pair")
-            dest.mkdir(parents=True, exist_ok=True)
+            if any(len(p) > 1 for p in picked):
+                raise ClirkitError(f"the zip has several .{src} or .{tgt} files: {', '.join(sum(picked, []))}",
+                                   path=zpath, fix="extract the pair you want and pass it with --files")
+            folder.mkdir(parents=True, exist_ok=True)
             out = []
-            for m in picked:
-                target = dest / PurePosixPath(m).name
-                if not target.is_file():
-                    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=dest)
+            for (m,) in picked:
+                target = folder / PurePosixPath(m).name
+                if not target.is_file():  # extracted from this very zip before (renamed only when complete)
+                    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
                     try:
                         with os.fdopen(fd, "wb") as f, z.open(m) as src_file:
                             shutil.copyfileobj(src_file, f, 1 << 20)
