@@ -6,6 +6,7 @@ resolved (every default written out) in ``config.json``.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -40,8 +41,14 @@ def build(cls: type[Config], _origin: str = "options", **values: Any) -> Config:
         return cls(**values)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(config)"
-        raise ClirkitError(f"invalid {loc}: {err['msg']}", path=_origin if _origin != "options" else None,
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        path = _origin if _origin != "options" else None
+        if not loc:  # a check across fields: its message names them and the fix
+            more = len(e.errors()) - 1
+            raise ClirkitError(f"invalid {_origin if path is None else 'configuration'}: {msg}", path=path,
+                               fix=f"and {more} more problem(s)" if more else None) from None
+        raise ClirkitError(f"invalid {loc}: {msg}", path=path,
                            fix=f"check {loc!r} ({len(e.errors())} problem(s) in {_origin})") from None
 
 
@@ -151,6 +158,13 @@ class IndexOptions(Config):
 
 FusionMethod = Literal["rrf", "combsum", "combmnz"]
 FusionNorm = Literal["min-max", "max", "sum", "zmuv", "rank", "borda", "none"]
+
+
+def check_fusion_weights(weights: list[float] | None) -> list[float] | None:
+    """The field validator of a fusion's weights (their count is checked where the members are known)."""
+    if weights is not None and (any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights)):
+        raise ValueError(f"fusion weights must be finite, >= 0 and not all 0, got {weights}")
+    return weights
 BM25_MODEL = "bm25"  # the model name of the lexical system (no encoder)
 BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
 
@@ -397,9 +411,15 @@ class AttackConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
     fuse_norm: FusionNorm | None = Field(None, description="--fuse combsum/combmnz: ranx score normalisation "
                                                            "(default min-max)")
 
+    _fuse_weights = field_validator("fuse_weights")(check_fusion_weights)
+
     @model_validator(mode="after")
     def _fused_systems(self) -> AttackConfig:
         if self.fuse is None:
+            for name in ("fuse_weights", "fuse_norm"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"--{name.replace('_', '-')} applies to a fused system: add --fuse rrf, "
+                                     f"combsum or combmnz, or drop it")
             return self
         if self.search == "greedy":
             raise ValueError("--fuse attacks with random search only: a rank fusion scores no document outside "
@@ -410,7 +430,8 @@ class AttackConfig(RetrievalOptions, BenchmarkOptions, CommandConfig):
             raise ValueError(f"--fuse pairs query_translation with model: give one value, or one per model "
                              f"({len(self.model)}), not {len(self.query_translation)}")
         if self.fuse_weights is not None and len(self.fuse_weights) != len(self.model):
-            raise ValueError(f"{len(self.fuse_weights)} fuse_weights for {len(self.model)} models")
+            raise ValueError(f"--fuse-weights has {len(self.fuse_weights)} values for {len(self.model)} --model "
+                             f"values; give one weight per model, in order")
         if self.fuse == "rrf" and self.fuse_norm not in (None, "none"):
             raise ValueError(f"fuse_norm {self.fuse_norm} does not apply to rrf (it fuses ranks, not scores)")
         return self
@@ -436,6 +457,8 @@ class FuseConfig(CommandConfig):
         None, description="combsum/combmnz: ranx score normalisation of each run (default min-max; rrf: none)")
     top_k: int = Field(1000, ge=1, description="documents kept per query in the fused run")
     measures: list[str] = Field(default_factory=lambda: list(DEFAULT_MEASURES), description="ir_measures strings")
+
+    _weights = field_validator("weights")(check_fusion_weights)
 
     @model_validator(mode="before")
     @classmethod

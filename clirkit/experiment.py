@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from clirkit.config import (
     BM25_MODEL,
@@ -32,6 +32,7 @@ from clirkit.config import (
     Scoring,
     apply_overrides,
     build,
+    check_fusion_weights,
     load_toml,
 )
 from clirkit.data.formats import CARD
@@ -60,6 +61,15 @@ class FuseSpec(Config):
     weights: list[float] | None = Field(None, description="one weight per member, in order")
     rrf_k: int = Field(60, ge=0, description="rrf: the k in 1/(k + rank)")
     norm: FusionNorm | None = Field(None, description="combsum/combmnz: ranx score normalisation (default min-max)")
+
+    _weights = field_validator("weights")(check_fusion_weights)
+
+    @model_validator(mode="after")
+    def _one_weight_per_member(self) -> FuseSpec:
+        if self.weights is not None and len(self.weights) != len(self.systems):
+            raise ValueError(f"fuse has {len(self.weights)} weights for {len(self.systems)} systems; give one weight "
+                             f"per member system, in order")
+        return self
 
 
 class SystemSpec(Config):

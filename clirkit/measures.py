@@ -80,9 +80,18 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return mean - half, mean + half
 
 
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as float arrays of the same queries; different lengths are a ValueError (numpy
+    would broadcast a single value against all of the other's, a test of nothing)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired test needs one value per query on both sides; got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided paired t-test ``(t, p)``; identical samples give ``(0, 1)`` (scipy would give NaN),
-    fewer than two pairs ``(nan, nan)``.
+    fewer than two pairs ``(nan, nan)``; arrays of different lengths raise ValueError.
 
     The paired t-test agrees with the randomization test on IR measures (Smucker, Allan &
     Carterette, "A Comparison of Statistical Significance Tests for Information Retrieval
@@ -90,30 +99,38 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """
     from scipy import stats
 
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if np.allclose(a, b):
-        return 0.0, 1.0
+    a, b = _paired(a, b)
     if len(a) < 2:
         return math.nan, math.nan
+    if np.allclose(a, b):
+        return 0.0, 1.0
     t, p = stats.ttest_rel(a, b)
     return float(t), float(p)
 
 
 def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1; Holm, Scand. J. Statistics 1979)."""
-    order = np.argsort(p)
-    m = len(p)
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, (m - rank) * p[i])
-        adj[i] = min(1.0, running)
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1; Holm, Scand. J. Statistics 1979).
+
+    NaN p-values (a test that could not be run) stay NaN and are not tests: they do not count in
+    Holm's m nor take part in the step-down of the others.
+    """
+    p = np.asarray(p, dtype=float)
+    adj = np.full(len(p), math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        adj[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return adj
 
 
-def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
+def significance(per_query: dict[str, pd.DataFrame], baseline: str, corrected: bool = True) -> pd.DataFrame:
     """Paired two-sided t-tests (:func:`paired_ttest`) of every system against ``baseline`` per
-    measure, Holm-corrected over all the tests of the table."""
+    measure, with ``p_holm`` Holm-corrected over all the tests of the table.
+
+    With ``corrected=False`` there is no ``p_holm``: for a caller that joins several tables into
+    one family and corrects that once (:func:`holm_columns` on ``p``).
+    """
     base = per_query[baseline]
     rows = []
     for system, df in per_query.items():
@@ -127,9 +144,7 @@ def significance(per_query: dict[str, pd.DataFrame], baseline: str) -> pd.DataFr
                          "mean": a.mean(), "baseline_mean": b.mean(), "delta": a.mean() - b.mean(),
                          "t": float(t), "p": float(p)})
     out = pd.DataFrame(rows)
-    if not out.empty:
-        out["p_holm"] = holm(out["p"].to_numpy())
-    return out
+    return holm_columns(out, ["p"]) if corrected and not out.empty else out
 
 
 #: randomisation-test resamples of :func:`paired_comparison` (exact when 2**n is fewer)
@@ -166,7 +181,7 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPL
     """
     from scipy import stats
 
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = _paired(a, b)
     n = len(a)
     resamples = min(n_resamples, 2**n)  # scipy enumerates all sign assignments when they are fewer
     row = {"n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
@@ -218,10 +233,5 @@ def holm_columns(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     (one family); NaN p-values stay NaN and do not count."""
     out = table.copy()
     for col in columns:
-        p = out[col].to_numpy(dtype=float)
-        adj = np.full(len(p), math.nan)
-        ok = ~np.isnan(p)
-        if ok.any():
-            adj[ok] = holm(p[ok])
-        out.insert(out.columns.get_loc(col) + 1, f"{col}_holm", adj)
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_holm", holm(out[col].to_numpy(dtype=float)))
     return out

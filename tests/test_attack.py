@@ -27,6 +27,7 @@ from clirkit.attack import (
 from clirkit.cli import app
 from clirkit.config import AttackConfig, build
 from clirkit.perturb import parse_spec
+from clirkit.tables import file_label
 from tests.conftest import DOCS, QRELS, write_beir
 
 runner = CliRunner()
@@ -382,6 +383,23 @@ def test_random_and_greedy_attacks_of_bm25(beir_long, runs_dir):
     assert any(r["edits"] > 0 for r in trail)  # BM25 terms break under char swaps
 
 
+def test_code_switch_specs_whose_lexicons_share_a_file_name_keep_their_own_rows(beir_long, tmp_path, runs_dir):
+    args = []
+    for sub, line in (("a", "kitten\tcat"), ("b", "weather\tclimate")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "lex.tsv").write_text(f"foreign\tenglish\tscore\n{line}\t1\n", encoding="utf-8")
+        args += ["--perturb", f"code-switch:rate=1,lexicon={tmp_path / sub / 'lex.tsv'}"]
+    run = run_dir(attack(runs_dir, "bm25", beir_long, *args, "--seeds", "1"), runs_dir)
+    table = pd.read_csv(run / "metrics" / "robustness.csv")
+    labels = ["code-switch:lexicon=a/lex.tsv", "code-switch:lexicon=b/lex.tsv"]
+    assert sorted(set(table["perturbation"])) == labels and len(table) == 2 * 2  # 2 specs x 2 measures
+    assert (table["seeds"] == 1).all()  # no spec's seeds pooled with the other's
+    texts = {label: [json.loads(x)["text"] for x in (run / "queries" / f"{file_label(label)}-rate1-seed0.jsonl")
+                     .read_text().splitlines()] for label in labels}
+    assert "sleeping cat resting on warm carpet" in texts[labels[0]]
+    assert "climate forecast mountains tomorrow rainfall" in texts[labels[1]]
+
+
 def read_json_file(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -421,3 +439,18 @@ def test_fused_attack_gives_every_member_the_same_perturbed_text(tiny_model, bei
     assert pq[pq.perturbation == "char-swap"]["nDCG@10"].mean() == pytest.approx(want)
     bad = attack(runs_dir, "bm25", beir_long, "--model", tiny_model, "--fuse", "rrf", "--search", "greedy")
     assert bad.exit_code == 2 and "random search only" in bad.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--fuse", "rrf", "--fuse-weights", "1"], "--fuse-weights has 1 values for 2 --model values"),
+    (["--fuse", "combsum", "--fuse-weights", "1,2,3"], "--fuse-weights has 3 values for 2 --model values"),
+    (["--fuse", "rrf", "--fuse-weights", "1,-1"], "fusion weights must be finite, >= 0 and not all 0"),
+    (["--fuse", "rrf", "--fuse-weights", "0,0"], "fusion weights must be finite, >= 0 and not all 0"),
+    (["--fuse-weights", "1,2"], "--fuse-weights applies to a fused system"),
+    (["--fuse-norm", "max"], "--fuse-norm applies to a fused system"),
+])
+def test_fused_attack_options_are_checked_by_the_config_before_anything_runs(beir_long, runs_dir, args, says):
+    r = attack(runs_dir, "bm25", beir_long, "--model", "bm25", *args)
+    assert r.exit_code == 2 and says in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr and "Value error" not in r.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # no run, not even a failed one

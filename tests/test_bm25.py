@@ -87,6 +87,23 @@ def test_score_equals_top_and_matches_bm25s():
     assert searcher.search({"q": "nothing here"}, 10) == {"q": {}}
 
 
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_a_document_sharing_no_query_term_is_never_ranked(method):
+    docs = [("a", "cat dog"), ("b", "cat"), ("c", "cat fish"), ("d", "bird")]
+    searcher = BM25Searcher.build(docs, _plain(), method=method, show_progress=False)
+    assert "" not in searcher.retriever.vocab_dict  # no empty token: every column is a real term
+    run = searcher.search({"cat": "cat", "fish": "fish", "none": "zebra"}, 4)
+    # BM25L and BM25+ give "bird" a non-occurrence score > 0; Robertson's clamped idf gives "cat",
+    # a term of 3 documents in 4, weight 0: matching is not a score
+    assert set(run["cat"]) == {"a", "b", "c"} and list(run["fish"]) == ["c"] and run["none"] == {}
+    rows, scores = searcher.top(searcher.encode(["fish"]), 3, matches_only=True)
+    assert rows.tolist() == [[2, -1, -1]] and scores[0, 0] > 0 and np.isneginf(scores[0, 1:]).all()
+    # without matches_only every document is a candidate, with the score BM25 gives it
+    rows, scores = searcher.top(searcher.encode(["fish"]), 4)
+    np.testing.assert_array_equal(scores, searcher.score(searcher.encode(["fish"]), rows))
+    assert sorted(rows[0].tolist()) == [0, 1, 2, 3]
+
+
 def test_beir5_ranks_d1_first_and_reuses_the_stored_index(beir5, tmp_path, monkeypatch):
     ds = load_dataset(beir5)
     analyzer = document_analyzer(ds)

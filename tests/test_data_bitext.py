@@ -297,3 +297,60 @@ def test_ccaligned_non_iso_code_in_file_name(tmp_path):
     g.write_text("Guten Tag.\tBonjour.\t1.2\n", encoding="utf-8")
     with pytest.raises(ClirkitError, match="file name says de-fr, not the pair en-sw"):
         prepare_bitext(BitextConfig(pair="en-sw", format="ccaligned", files=[g], licence="x", out=tmp_path / "p"))
+
+
+def _copy(tmp_path: Path, source: Path, name: str) -> Path:
+    target = tmp_path / "in" / name
+    target.parent.mkdir(exist_ok=True)
+    shutil.copy(source, target)
+    return target
+
+
+def test_moses_sides_come_from_the_suffixes_and_other_languages_are_refused(tmp_path, caplog):
+    en, sw = MOSES
+    # one suffix names a side: the other file is the other side, whatever the order given
+    for files in ([_copy(tmp_path, sw, "a.sw"), _copy(tmp_path, en, "a.txt")],
+                  [_copy(tmp_path, en, "b.txt"), _copy(tmp_path, sw, "b.sw")]):
+        out = prepare_bitext(BitextConfig(pair="en-sw", files=files, licence="x", max_tokens=20, dev_size=0,
+                                          out=tmp_path / f"o-{files[0].stem}"))
+        assert ("Water is life.", "Maji ni uhai.") in {(s, t) for _, s, t in _pairs(out, "train")}
+    # no suffix names a language: the first file is src, and a warning says so
+    caplog.set_level("WARNING", logger="clirkit")
+    files = [_copy(tmp_path, en, "c.txt"), _copy(tmp_path, sw, "c.dat")]
+    prepare_bitext(BitextConfig(pair="en-sw", files=files, licence="x", max_tokens=20, dev_size=0,
+                                out=tmp_path / "o-c"))
+    assert "taking the first as the en side" in caplog.text
+    # a file of another language, or one language twice: refused before anything is written
+    for name, (a, b) in {"de": (en, sw), "twice": (en, en)}.items():
+        files = [_copy(tmp_path, a, f"{name}.en"), _copy(tmp_path, b, f"{name}.de" if name == "de" else "twice2.en")]
+        with pytest.raises(ClirkitError, match=r"the Moses files end in \.en and \.(de|en), not in the two "
+                                               r"languages of the pair en-sw"):
+            prepare_bitext(BitextConfig(pair="en-sw", files=files, licence="x", out=tmp_path / "refused" / "o"))
+        assert not (tmp_path / "refused").exists()
+
+
+def test_wikimatrix_and_ccaligned_files_of_another_language_are_refused(tmp_path):
+    wm = _copy(tmp_path, FIX / "wikimatrix/WikiMatrix.en-sw.tsv", "WikiMatrix.de-en.tsv")
+    cc = _copy(tmp_path, FIX / "ccaligned/en_XX-sw_KE.tsv", "en_XX-de_DE.tsv")
+    for fmt, path, says in (("wikimatrix", wm, "de-en"), ("ccaligned", cc, "en-de")):
+        with pytest.raises(ClirkitError, match=rf"{path}: file name says {says}, not the pair en-sw"):
+            prepare_bitext(BitextConfig(pair="en-sw", format=fmt, files=[path], licence="x",
+                                        out=tmp_path / "refused" / "o"))
+        assert not (tmp_path / "refused").exists()
+    # the pair reversed in the name swaps the columns
+    rev = _copy(tmp_path, FIX / "wikimatrix/WikiMatrix.en-sw.tsv", "WikiMatrix.sw-en.tsv")
+    out = prepare_bitext(BitextConfig(pair="en-sw", format="wikimatrix", files=[rev], licence="x", dev_size=0,
+                                      out=tmp_path / "o"))
+    assert "Nairobi ni mji mkuu wa Kenya." in {s for _, s, _ in _pairs(out, "train")}
+
+
+def test_a_refused_bitext_file_is_one_line_and_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from clirkit.cli import app
+
+    files = [_copy(tmp_path, MOSES[0], "x.en"), _copy(tmp_path, MOSES[1], "x.de")]
+    r = CliRunner().invoke(app, ["prepare", "bitext", "--pair", "en-sw", "--licence", "x", "--out",
+                                 str(tmp_path / "o"), str(files[0]), str(files[1])])
+    assert r.exit_code == 2 and "not in the two languages of the pair en-sw" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

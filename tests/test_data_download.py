@@ -132,6 +132,37 @@ def test_nested_members_are_extracted_under_their_base_name(tmp_path):
     assert files[0].read_text() == "Hello.\n" and not list((tmp_path / "dl").glob(".*"))
 
 
+def _moses_zip(path: Path, en: str, sw: str) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("CCAligned.en-sw.en", en)
+        z.writestr("CCAligned.en-sw.sw", sw)
+    return path
+
+
+def test_each_zip_is_extracted_into_its_own_folder(tmp_path):
+    # two releases of one corpus: the same member names, other contents
+    v1 = _moses_zip(tmp_path / "OPUS-CCAligned-v1-en-sw.txt.zip", "Hello.\n", "Habari.\n")
+    v2 = _moses_zip(tmp_path / "OPUS-CCAligned-v2-en-sw.txt.zip", "Good morning.\n", "Habari za asubuhi.\n")
+    first = extract_moses_pair(v1, "en", "sw", tmp_path / "dl")
+    second = extract_moses_pair(v2, "en", "sw", tmp_path / "dl")
+    assert [p.parent.name for p in first] == ["OPUS-CCAligned-v1-en-sw.txt"] * 2
+    assert [p.parent.name for p in second] == ["OPUS-CCAligned-v2-en-sw.txt"] * 2
+    assert [p.read_text() for p in first] == ["Hello.\n", "Habari.\n"]
+    assert [p.read_text() for p in second] == ["Good morning.\n", "Habari za asubuhi.\n"]  # not v1's files
+    assert extract_moses_pair(v1, "en", "sw", tmp_path / "dl") == first  # extracted once, found again
+
+
+def test_a_zip_with_two_files_of_one_side_is_refused(tmp_path):
+    zpath = tmp_path / "two.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("a/Corpus.en-sw.en", "Hello.\n")
+        z.writestr("b/Corpus.en-sw.en", "Bye.\n")
+        z.writestr("a/Corpus.en-sw.sw", "Habari.\n")
+    with pytest.raises(ClirkitError, match="several .en or .sw files"):
+        extract_moses_pair(zpath, "en", "sw", tmp_path / "dl")
+    assert not (tmp_path / "dl").exists()
+
+
 def test_ir_datasets_downloads_obey_clirkit_online(monkeypatch):
     """The guard wraps ir_datasets' one HTTP entry point: offline it refuses naming the URL."""
     from ir_datasets.util.download import RequestsDownload

@@ -83,6 +83,11 @@ def test_override_and_bad_experiment(tmp_path, tiny_model, beir5, runs_dir):
     bad = _experiment(tmp_path, tiny_model, beir5, extra="[typo]\nx = 1\n")
     r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(bad)])
     assert r.exit_code == 2 and "invalid typo" in r.stderr and "exp.toml" in r.stderr
+    for weights, says in [("[1.0]", "fuse has 1 weights for 2 systems"), ("[1.0, -2.0]", "fusion weights must be")]:
+        fused = _experiment(tmp_path, tiny_model, beir5, extra=f'[[systems]]\nname = "f"\nfuse = {{ systems = '
+                                                              f'["zero-shot", "same-model"], weights = {weights} }}\n')
+        r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(fused)])
+        assert r.exit_code == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 

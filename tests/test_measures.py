@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clirkit.measures import compare_pairs, holm, holm_columns, paired_comparison
+from clirkit.measures import compare_pairs, holm, holm_columns, paired_comparison, paired_ttest
 
 A = np.array([0.9, 0.4, 0.7, 0.2, 1.0, 0.6, 0.3, 0.8])
 B = np.array([0.5, 0.5, 0.1, 0.1, 0.6, 0.6, 0.4, 0.2])
@@ -87,3 +87,30 @@ def test_compare_pairs_and_one_holm_family():
 def test_holm_by_hand():
     # sorted p: 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 1 * 0.04)
     np.testing.assert_allclose(holm(np.array([0.04, 0.01, 0.02])), [0.04, 0.03, 0.04])
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    # a NaN (e.g. a test that could not be run) is not a test: m = 3, not 4, and it stays NaN
+    got = holm(np.array([0.01, math.nan, 0.04, 0.03]))
+    np.testing.assert_allclose(got[[0, 2, 3]], [0.03, 0.06, 0.06])
+    assert math.isnan(got[1])
+    # a NaN first in the table does not break the step-down of the others either
+    got = holm(np.array([math.nan, 0.04, 0.01, 0.02]))
+    assert math.isnan(got[0])
+    np.testing.assert_allclose(got[1:], [0.04, 0.03, 0.04])
+    assert np.isnan(holm(np.array([math.nan, math.nan]))).all() and len(holm(np.array([]))) == 0
+    table = pd.DataFrame({"p_t": [math.nan, 0.02, 0.01]})
+    np.testing.assert_allclose(holm_columns(table, ["p_t"])["p_t_holm"][1:], [0.02, 0.02])
+
+
+def test_paired_tests_refuse_arrays_of_different_lengths():
+    # numpy would broadcast the single value: identical "samples", p = 1, a test of nothing
+    with pytest.raises(ValueError, match=r"one value per query.*\(3,\) and \(1,\)"):
+        paired_ttest(np.array([0.5, 0.5, 0.5]), np.array([0.5]))
+    with pytest.raises(ValueError, match="one value per query"):
+        paired_ttest(A, B[:-1])
+    with pytest.raises(ValueError, match="one value per query"):
+        paired_comparison(A, B[:1])
+    # fewer than two pairs is no test, even when the one pair agrees
+    assert all(math.isnan(x) for x in paired_ttest(np.array([0.3]), np.array([0.3])))
+    assert paired_ttest(A, A.copy()) == (0.0, 1.0)

@@ -23,6 +23,8 @@ from clirkit.perturb import (
     parse_spec,
     perturb_many,
     resolve_lexicon,
+    spec_label,
+    spec_labels,
     split_words,
     text_rng,
     words,
@@ -361,6 +363,28 @@ def test_spec_with_lexicon_path_round_trips_and_loads_once(tmp_path):
     assert parse_spec(str(spec)) == spec
     assert spec.apply("Nyumba yangu", random.Random(0)) == "House yangu"
     assert resolve_lexicon(str(lex)) is resolve_lexicon(lex)  # cached
+
+
+def test_spec_labels_never_merge_different_perturbations(tmp_path):
+    lexicons = []
+    for sub, line in (("a", "nyumba\thouse"), ("b", "maji\twater")):
+        (tmp_path / sub).mkdir()
+        lexicons.append(tmp_path / sub / "lex.tsv")
+        lexicons[-1].write_text(f"foreign\tenglish\tscore\n{line}\t1\n", encoding="utf-8")
+    a, b = (f"code-switch:lexicon={p}" for p in lexicons)
+    specs = [parse_spec(x) for x in (f"{a},rate=0.1", f"{b},rate=0.1", f"{a},rate=0.3", "char-swap",
+                                     "char-swap:rate=0.3", "char-swap:min_len=2")]
+    assert [spec_label(s) for s in specs[:2]] == ["code-switch:lexicon=lex.tsv"] * 2  # the clash
+    assert spec_labels(specs) == ["code-switch:lexicon=a/lex.tsv", "code-switch:lexicon=b/lex.tsv",
+                                  "code-switch:lexicon=a/lex.tsv",  # only the rate differs: its own column
+                                  "char-swap", "char-swap", "char-swap:min_len=2"]
+    # one file named two ways is one lexicon; in-memory lexicons that print alike are numbered
+    same = parse_spec(f"code-switch:lexicon={tmp_path}/b/../a/lex.tsv")
+    assert spec_labels([parse_spec(a), same]) == ["code-switch:lexicon=lex.tsv"] * 2
+    one, two = ({"nyumba": "house"}, {"nyumba": "home"})
+    mem = [PerturbSpec("code-switch", {"lexicon": one}), PerturbSpec("code-switch", {"lexicon": two})]
+    assert spec_labels(mem) == ["code-switch:lexicon=<mapping of 1 entries>#1",
+                                "code-switch:lexicon=<mapping of 1 entries>#2"]
 
 
 def test_with_defaults_writes_every_parameter_out():

@@ -116,6 +116,14 @@ def test_report_compares_any_two_systems(tmp_path):
     order = np.argsort(comp["p_t"].to_numpy())
     assert comp["p_t_holm"].iloc[order[0]] == pytest.approx(min(1.0, 4 * comp["p_t"].iloc[order[0]]))
     assert (comp["p_rand_holm"] >= comp["p_rand"]).all()
+    # significance.csv: one Holm family too, over both datasets and both systems (4 tests, not 2 per dataset)
+    sig = pd.read_csv(out / "metrics" / "significance.csv")
+    assert len(sig) == 4 and sig.dataset.nunique() == 2
+    p = sig["p"].to_numpy()
+    order = np.argsort(p, kind="stable")
+    expected = np.minimum(1, np.maximum.accumulate((4 - np.arange(4)) * p[order]))
+    np.testing.assert_allclose(sig["p_holm"].to_numpy()[order], expected)
+    assert "Holm-corrected over all 4 tests" in (out / "report.md").read_text()
 
     report = (out / "report.md").read_text()
     section = report.split("## Comparisons")[1].split("##")[0]

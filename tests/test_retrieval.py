@@ -139,6 +139,15 @@ def test_retrieve_drops_identical_ids_after_fetching_one_more():
     s = DenseSearcher(FakeEncoder(emb, None), index)  # query v0 is document 0 itself
     run = retrieve(s, {"q": "v0"}, 3, ignore_identical_ids=True)
     assert "q" not in run["q"] and len(run["q"]) == 3
+    # a query whose own document is not among its k + 1 best still gets exactly k, the best k
+    far = int(np.argmin(emb @ emb[1]))  # the document least like query v1
+    index.doc_ids[far] = "far"
+    both = retrieve(s, {"q": "v0", "far": "v1"}, 3, ignore_identical_ids=True)
+    assert both["q"] == run["q"]
+    assert list(both["far"]) == list(s.search({"far": "v1"}, 3)["far"]) and "far" not in both["far"]
+    # a corpus of 6 with k = 5: 5 results once its own is dropped, and never more than the corpus allows
+    assert len(retrieve(s, {"q": "v0"}, 5, ignore_identical_ids=True)["q"]) == 5
+    assert len(retrieve(s, {"q": "v0"}, 9, ignore_identical_ids=True)["q"]) == 5
 
 
 def test_top_rows_breaks_ties_by_column_at_the_cut():
@@ -182,6 +191,42 @@ def test_maxsim_top_equals_naive_top_k(k):
         assert np.isneginf(scores[i][~finite]).all()  # k beyond the non-empty documents: empty ones last
     if k <= 3:
         assert scored[0] < 20  # the bounds prune: most documents are never scored in float32
+
+
+def _gamma(n: int) -> float:
+    u = 2.0 ** -24
+    return n * u / (1 - n * u)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_maxsim_bounds_hold_for_every_float32_rescoring(monkeypatch, bf16):
+    """The bounds must cover the float32 re-scoring's rounding too (Higham's gamma_n), or a document
+    whose float32 score ties the k-th lower bound is pruned. Long tokens make that error large."""
+    import torch
+
+    if not bf16:  # the float32 pass (CPUs without native bfloat16), whose bounds are the tightest
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    rng = np.random.default_rng(8)
+    dim = 32
+    docs = [100 * unit(rng, n, dim) for n in (1, 4, 0, 9, 4, 6)]
+    queries = [100 * unit(rng, m, dim) for m in (3, 12, 1)]
+    full = np.array([[naive_maxsim(q, d) for d in docs] for q in queries])
+    lower, upper = maxsim_bounds(queries, PackedDocs.from_list(docs).low(), len(docs))
+    big = max(float(np.linalg.norm(d, axis=1).max()) for d in docs if len(d))
+    for i, q in enumerate(queries):
+        norms = np.linalg.norm(q.astype(np.float64), axis=1)
+        m = len(q)
+        # the worst float32 error of the re-scoring: inner products, then the sum of m token maxima
+        worst = float(((_gamma(dim) + _gamma(m - 1) * (1 + _gamma(dim))) * norms * big).sum())
+        ok = np.isfinite(full[i])
+        assert (lower[i][ok] <= full[i][ok] - worst).all() and (full[i][ok] + worst <= upper[i][ok]).all()
+    # and the top k is still exactly float32 MaxSim's, ties broken by row
+    docs[5] = docs[3].copy()
+    packed = PackedDocs.from_list(docs)
+    want_rows, want_scores = top_rows(maxsim_packed(queries, packed), 2)
+    rows, scores, _ = maxsim_top(queries, packed, 2)
+    assert rows.tolist() == want_rows.tolist()
+    np.testing.assert_array_equal(scores, want_scores)
 
 
 def test_maxsim_bounds_hold_for_the_exact_scores():

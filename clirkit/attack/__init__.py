@@ -46,7 +46,6 @@ from clirkit.attack.common import (
     plan_variants,
     resolve_target,
     robustness_rows,
-    spec_label,
 )
 from clirkit.attack.greedy import (
     GreedyResult,
@@ -62,7 +61,7 @@ from clirkit.config import AttackConfig
 from clirkit.data.formats import load_dataset
 from clirkit.errors import ClirkitError
 from clirkit.measures import parse_measures
-from clirkit.perturb import edit_candidates
+from clirkit.perturb import edit_candidates, spec_label
 from clirkit.rundir import start_run
 from clirkit.tables import write_robustness
 

@@ -20,7 +20,7 @@ from clirkit.evaluate import is_bm25, searcher_for
 from clirkit.index import ensure_index
 from clirkit.measures import paired_ttest, t_interval
 from clirkit.models import EncoderPair, load_pair
-from clirkit.perturb import PerturbSpec, parse_spec, perturb_many
+from clirkit.perturb import PerturbSpec, parse_spec, perturb_many, spec_identity, spec_labels
 from clirkit.retrieval import RunDict, Searcher, Translated, retrieve
 from clirkit.retrieval.store import DenseIndex
 from clirkit.rundir import Run, completed_runs, read_json
@@ -262,21 +262,6 @@ def attacked_query_ids(ds: Dataset, cfg: AttackConfig) -> list[str]:
     return judged
 
 
-def spec_label(spec: PerturbSpec) -> str:
-    """The spec without its rate (rates are their own column), a lexicon path by its file name."""
-    params = {k: (Path(v).name if k == "lexicon" and isinstance(v, (str, Path)) else v)
-              for k, v in spec.params.items() if k != "rate"}
-    if not params:
-        return spec.name
-    return f"{spec.name}:" + ",".join(f"{k}={_fmt_param(v)}" for k, v in sorted(params.items()))
-
-
-def _fmt_param(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
 @dataclass
 class Variant:
     """One perturbed copy of the queries: a spec at a rate under a seed."""
@@ -297,22 +282,25 @@ def plan_variants(cfg: AttackConfig, specs: list[PerturbSpec], ds: Dataset, qids
     bad input fails fast). ``cfg.rates`` overrides each spec's own rate."""
     originals = [ds.queries[q] for q in qids]
     out = []
-    for spec in specs:
+    for spec, label in zip(specs, spec_labels(specs)):
         rates = cfg.rates or [spec.with_defaults().params.get("rate", math.nan)]
         for rate in dict.fromkeys(rates):
             rated = PerturbSpec(spec.name, {**spec.params, "rate": rate}) if cfg.rates else spec
             for seed in range(cfg.seed, cfg.seed + cfg.seeds):
                 texts = perturb_many(rated, originals, seed, ids=qids)
-                out.append(Variant(spec_label(spec), rated, float(rate), seed, dict(zip(qids, texts))))
+                out.append(Variant(label, rated, float(rate), seed, dict(zip(qids, texts))))
     return out
 
 
 def parse_specs(cfg: AttackConfig) -> list[PerturbSpec]:
-    """Parse and deduplicate the perturbation specs (unknown names list the known ones)."""
+    """Parse and deduplicate the perturbation specs (unknown names list the known ones): specs that
+    perturb alike (one lexicon file named two ways; with ``rates``, specs differing only by rate)
+    are one."""
     if not cfg.perturb:
         raise ClirkitError("no perturbation given", fix="pass e.g. --perturb char-swap")
     specs = [parse_spec(s) for s in cfg.perturb]
-    return list({str(s): s for s in specs}.values())
+    rate = (lambda s: None) if cfg.rates else (lambda s: s.with_defaults().params.get("rate"))
+    return list({(spec_identity(s), rate(s)): s for s in specs}.values())
 
 
 def write_queries(path: Path, texts: dict[str, str], ds: Dataset) -> None:

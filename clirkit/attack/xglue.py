@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clirkit.attack.common import parse_specs, spec_label
+from clirkit.attack.common import parse_specs
 from clirkit.config import AttackConfig
 from clirkit.errors import ClirkitError
 from clirkit.measures import t_interval
 from clirkit.models import load_pair
-from clirkit.perturb import PerturbSpec, perturb_many
+from clirkit.perturb import PerturbSpec, perturb_many, spec_labels
 from clirkit.rundir import start_run
 from clirkit.tables import print_table
 
@@ -42,8 +42,9 @@ def run_xglue_attack(cfg: AttackConfig) -> Path:
     langs = cfg.langs or list(TASKS[task][1])
     files = {lang: load_xglue(task, lang, cfg.split, data_dir) for lang in langs}  # fails before any work
     en_dev = load_xglue(task, "en", "dev", data_dir) if task != "wpr" else None
-    rated = [(spec_label(s), r, PerturbSpec(s.name, {**s.params, "rate": r}) if cfg.rates else s)
-             for s in specs for r in (cfg.rates or [s.with_defaults().params.get("rate", math.nan)])]
+    rated = [(label, r, PerturbSpec(s.name, {**s.params, "rate": r}) if cfg.rates else s)
+             for s, label in zip(specs, spec_labels(specs))
+             for r in (cfg.rates or [s.with_defaults().params.get("rate", math.nan)])]
     models = cfg.model or ["minilm"]
     with start_run(cfg.runs_dir, "attack", cfg, cfg.seed) as run:
         run.add_inputs(xglue=data_dir)

@@ -10,16 +10,21 @@ Input formats (all may be gzip/xz/bz2-compressed; UTF-8; a BOM and CRLF line end
 
 * ``moses`` -- two line-aligned plain-text files, one sentence per line (OPUS "Moses" downloads,
   ``Corpus.en-sw.en`` / ``Corpus.en-sw.sw``). A file whose last suffix names a language of the
-  pair is assigned to that side; otherwise the first file is ``src``.
+  pair is assigned to that side (the other file to the other side); a suffix naming another
+  language, or both files one language, is refused; with no language suffix the first file is
+  ``src`` (with a warning).
 * ``tsv`` -- ``src \\t tgt`` per line; a first line ``src \\t tgt``, ``source \\t target`` or the two
   language codes is taken as a header (codes in the other order swap the columns).
 * ``wikimatrix`` -- WikiMatrix (Schwenk et al., EACL 2021, arXiv:1907.05791) ``margin \\t s1 \\t s2``;
   pairs with margin >= ``threshold`` (default 1.04, the paper's recommended cut) are kept. Column
-  order follows the file name ``WikiMatrix.<l1>-<l2>.tsv``, else the pair order.
+  order follows the file name ``WikiMatrix.<l1>-<l2>.tsv`` (a name of other languages is
+  refused), else the pair order (with a warning).
 * ``ccaligned`` -- CCAligned sentence pairs (El-Kishky et al., EMNLP 2020), released as
   ``<l1>_XX-<l2>_YY.tsv.xz`` with columns ``sentence(l1) \\t sentence(l2) \\t LASER similarity``;
   most files are ``en_XX-<lang>`` but some are ``<lang>-en_XX``, so the order is read from the
-  file name (else English first). ``threshold`` optionally filters on the similarity.
+  file name (another language than the pair's is refused; a non-ISO code such as ``cx_PH``
+  opposite English is accepted), else English first (with a warning). ``threshold`` optionally
+  filters on the similarity.
 * ``tmx`` -- TMX 1.4 translation memories (``tu``/``tuv xml:lang``/``seg``), parsed with
   ``xml.etree.ElementTree.iterparse`` and cleared as it goes; ``xml:lang="en-US"`` matches ``en``
   by its primary subtag; inline markup codes (``bpt``, ``ept``, ``ph``, ``it``, ``ut``) are dropped.
@@ -69,7 +74,7 @@ from pydantic import Field, field_validator, model_validator
 from clirkit.config import Config
 from clirkit.data.download import check_url, fetch, open_url, safe_member_name
 from clirkit.data.formats import DatasetWriter, iter_lines, open_binary
-from clirkit.data.pairs import canonical, parse_pair
+from clirkit.data.pairs import canonical, check_language_code, parse_pair
 from clirkit.errors import ClirkitError
 from clirkit.progress import track
 from clirkit.seeding import set_seed
@@ -159,11 +164,42 @@ def _columns(line: str, path: Path, n: int, want: tuple[int, ...], what: str) ->
     return cols
 
 
+def _known_code(code: str) -> bool:
+    try:
+        check_language_code(code)
+    except ClirkitError:
+        return False
+    return True
+
+
+def _moses_sides(files: list[Path], src: str, tgt: str) -> tuple[Path, Path]:
+    """The (src, tgt) files of a Moses pair, from their last suffixes (``Corpus.en-sw.sw``).
+
+    A suffix that is a language code must be one side of the pair, and the two must differ: a
+    file of another language is refused rather than trained on as the wrong side. With one
+    suffix naming a side, the other file is the other side; with none, the first file is ``src``.
+    """
+    cs, ct = canonical(src), canonical(tgt)
+    codes = [_strip_compression(p).suffix.lstrip(".") for p in files]
+    langs = [canonical(c) if _known_code(c) else None for c in codes]
+    named = [lang for lang in langs if lang is not None]
+    if any(lang not in (cs, ct) for lang in named) or len(set(named)) < len(named):
+        raise ClirkitError(f"the Moses files end in {' and '.join('.' + c for c in codes)}, not in the two "
+                           f"languages of the pair {src}-{tgt}", path=files[0],
+                           fix=f"pass the .{src} and .{tgt} files of the pair (or --pair of these files)")
+    if not named:
+        log.warning("neither %s nor %s ends in a language code: taking the first as the %s side and the second "
+                    "as the %s side", files[0], files[1], src, tgt)
+    if langs[0] == ct or langs[1] == cs:
+        return files[1], files[0]
+    return files[0], files[1]
+
+
 def _read_moses(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str, float | None]]:
-    a, b = files
-    langs = [canonical(_strip_compression(p).suffix.lstrip(".")) for p in files]
-    if langs == [canonical(tgt), canonical(src)]:
-        a, b = b, a  # the file suffixes say which side is which
+    return _moses_lines(*_moses_sides(files, src, tgt))  # the sides are checked before anything is read
+
+
+def _moses_lines(a: Path, b: Path) -> Iterator[tuple[str, str, float | None]]:
     ia, ib = iter_lines(a), iter_lines(b)
     na = nb = 0
     while True:
@@ -210,20 +246,31 @@ def _read_tsv(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str,
 
 
 def _order_from_name(path: Path, src: str, tgt: str, pattern: str, default_swap: bool) -> bool:
-    """Whether the file's two text columns are (tgt, src), judged from its name."""
+    """Whether the file's two text columns are (tgt, src), judged from its name.
+
+    A name of the pair in either order decides; a name of other languages is a ClirkitError.
+    Without languages in the name, ``default_swap`` decides, and a warning says so.
+    """
     m = re.search(pattern, _strip_compression(path).name)
-    if m:
-        first, second = canonical(m.group(1)), canonical(m.group(2))
-        if (first, second) == (canonical(tgt), canonical(src)):
-            return True
-        if (first, second) == (canonical(src), canonical(tgt)):
-            return False
-        # CCAligned uses a few non-ISO codes (cx_PH for Cebuano, cb_IQ, zz_TR): English still fixes the order
-        if "en" in (first, second) and "en" in (canonical(src), canonical(tgt)) and first != second:
-            return (first == "en") != (canonical(src) == "en")
-        raise ClirkitError(f"file name says {m.group(1)}-{m.group(2)}, not the pair {src}-{tgt}", path=path,
-                           fix="pass files of the requested pair (or rename the file)")
-    return default_swap
+    if not m:
+        log.warning("%s: no language pair in the file name; taking its columns as %s", path,
+                    f"{tgt}, {src}" if default_swap else f"{src}, {tgt}")
+        return default_swap
+    first, second = canonical(m.group(1)), canonical(m.group(2))
+    cs, ct = canonical(src), canonical(tgt)
+    if (first, second) == (ct, cs):
+        return True
+    if (first, second) == (cs, ct):
+        return False
+    # CCAligned names a few languages with non-ISO codes (cx_PH for Cebuano, cb_IQ, zz_TR): with
+    # English on both sides and an unknown code opposite it, English fixes the order; a known code
+    # of another language (de) is another corpus, never the pair's other side.
+    if "en" in (first, second) and "en" in (cs, ct) and first != second:
+        other = m.group(2) if first == "en" else m.group(1)
+        if not _known_code(other):
+            return (first == "en") != (cs == "en")
+    raise ClirkitError(f"file name says {m.group(1)}-{m.group(2)}, not the pair {src}-{tgt}", path=path,
+                       fix="pass files of the requested pair (or rename the file)")
 
 
 def _score(text: str, path: Path, n: int, what: str) -> float:
@@ -234,8 +281,13 @@ def _score(text: str, path: Path, n: int, what: str) -> float:
 
 
 def _read_wikimatrix(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str, float | None]]:
-    for path in files:
-        swap = _order_from_name(path, src, tgt, r"WikiMatrix\.([A-Za-z]+)-([A-Za-z]+)\.tsv$", False)
+    # every file's order is settled (or refused) before any is read
+    swaps = [_order_from_name(p, src, tgt, r"WikiMatrix\.([A-Za-z]+)-([A-Za-z]+)\.tsv$", False) for p in files]
+    return _wikimatrix_lines(files, swaps)
+
+
+def _wikimatrix_lines(files: list[Path], swaps: list[bool]) -> Iterator[tuple[str, str, float | None]]:
+    for path, swap in zip(files, swaps):
         for n, line in iter_lines(path):
             if not line.strip():
                 continue
@@ -247,9 +299,13 @@ def _read_wikimatrix(files: list[Path], src: str, tgt: str) -> Iterator[tuple[st
 def _read_ccaligned(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str, float | None]]:
     # CCAligned pairs everything with English, usually in the first column.
     english_first = canonical(tgt) == "en"
-    for path in files:
-        swap = _order_from_name(path, src, tgt, r"(?:^|[^A-Za-z])([a-z]{2,3})_[A-Za-z]+-([a-z]{2,3})_[A-Za-z]+\.tsv$",
-                                english_first)
+    swaps = [_order_from_name(p, src, tgt, r"(?:^|[^A-Za-z])([a-z]{2,3})_[A-Za-z]+-([a-z]{2,3})_[A-Za-z]+\.tsv$",
+                              english_first) for p in files]
+    return _ccaligned_lines(files, swaps)
+
+
+def _ccaligned_lines(files: list[Path], swaps: list[bool]) -> Iterator[tuple[str, str, float | None]]:
+    for path, swap in zip(files, swaps):
         for n, line in iter_lines(path):
             if not line.strip():
                 continue
@@ -327,8 +383,9 @@ def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, tim
 
     ``version="latest"`` asks the OPUS API (https://opus.nlpl.eu/opusapi/) for the newest release's URL.
     Downloads go through :func:`clirkit.data.download.fetch` (https only, ``CLIRKIT_ONLINE=1``,
-    atomic); a zip with a member that could land outside ``dest`` is refused before anything is
-    extracted, and each wanted member is written under its base name inside ``dest`` only.
+    atomic); a zip with a member that could land outside its folder is refused before anything is
+    extracted, and each wanted member is written under its base name in the zip's own folder
+    inside ``dest`` (:func:`extract_moses_pair`).
     """
     a, b = sorted((src, tgt))
     if version == "latest":
@@ -355,28 +412,38 @@ def download_opus(corpus: str, version: str, src: str, tgt: str, dest: Path, tim
 
 
 def extract_moses_pair(zpath: Path, src: str, tgt: str, dest: Path) -> list[Path]:
-    """Extract the ``.src`` and ``.tgt`` members of an OPUS Moses zip into ``dest`` (src first).
+    """Extract the ``.src`` and ``.tgt`` members of an OPUS Moses zip (src first) into the zip's own
+    folder, ``dest/<zip name without .zip>/``.
 
-    Every member name is checked first (:func:`clirkit.data.download.safe_member_name`); a zip
-    with any unsafe name is refused whole. Members are written to a temporary name inside
-    ``dest`` and renamed, so an interrupted extraction leaves no partial file.
+    Every zip gets its own folder, so two releases whose members share names (``CCAligned.en-sw.en``
+    in v1 and in a later version) never overwrite, or stand in for, each other. Every member name
+    is checked first (:func:`clirkit.data.download.safe_member_name`); a zip with any unsafe name
+    is refused whole. Members are written to a temporary name inside that folder and renamed, so
+    an interrupted extraction leaves no partial file.
     """
+    folder = dest / zpath.name.removesuffix(".zip")
     try:
         with zipfile.ZipFile(zpath) as z:
             names = z.namelist()
             for m in names:
                 safe_member_name(m, zpath)
-            members = {canonical(Path(m).suffix.lstrip(".")): m for m in names if not m.endswith("/")}
-            picked = [members.get(canonical(src)), members.get(canonical(tgt))]
-            if None in picked:
+            by_lang: dict[str, list[str]] = {}
+            for m in names:
+                if not m.endswith("/"):
+                    by_lang.setdefault(canonical(Path(m).suffix.lstrip(".")), []).append(m)
+            picked = [by_lang.get(canonical(src), []), by_lang.get(canonical(tgt), [])]
+            if not all(picked):
                 raise ClirkitError(f"the zip has no .{src}/.{tgt} files: {', '.join(names)}", path=zpath,
                                    fix="check the pair")
-            dest.mkdir(parents=True, exist_ok=True)
+            if any(len(p) > 1 for p in picked):
+                raise ClirkitError(f"the zip has several .{src} or .{tgt} files: {', '.join(sum(picked, []))}",
+                                   path=zpath, fix="extract the pair you want and pass it with --files")
+            folder.mkdir(parents=True, exist_ok=True)
             out = []
-            for m in picked:
-                target = dest / PurePosixPath(m).name
-                if not target.is_file():
-                    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=dest)
+            for (m,) in picked:
+                target = folder / PurePosixPath(m).name
+                if not target.is_file():  # extracted from this very zip before (renamed only when complete)
+                    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
                     try:
                         with os.fdopen(fd, "wb") as f, z.open(m) as src_file:
                             shutil.copyfileobj(src_file, f, 1 << 20)

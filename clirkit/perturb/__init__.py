@@ -48,6 +48,9 @@ from clirkit.perturb.spec import (
     accepted_params,
     parse_spec,
     resolve_lexicon,
+    spec_identity,
+    spec_label,
+    spec_labels,
 )
 from clirkit.perturb.tables import HOMOGLYPHS, QWERTY_NEIGHBOURS
 from clirkit.text import clusters, match_case, split_words, strip_marks, words
@@ -73,6 +76,9 @@ __all__ = [
     "parse_spec",
     "perturb_many",
     "resolve_lexicon",
+    "spec_identity",
+    "spec_label",
+    "spec_labels",
     "split_words",
     "strip_marks",
     "text_rng",

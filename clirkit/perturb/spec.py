@@ -231,6 +231,68 @@ def parse_spec(text: str) -> PerturbSpec:
     return PerturbSpec(name, params)
 
 
+# --------------------------------------------------------------------------- labels
+
+
+def _shown(key: str, value: Any, path_parts: int) -> str:
+    if key == "lexicon" and isinstance(value, (str, Path)):
+        return str(Path(*Path(value).parts[-path_parts:])) if Path(value).parts else str(value)
+    return _format_value(value)
+
+
+def spec_label(spec: PerturbSpec, path_parts: int = 1) -> str:
+    """The spec without its rate (rates are their own column), a lexicon path by its last
+    ``path_parts`` components (its file name by default)."""
+    params = {k: _shown(k, v, path_parts) for k, v in spec.params.items() if k != "rate"}
+    if not params:
+        return spec.name
+    return f"{spec.name}:" + ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def spec_identity(spec: PerturbSpec) -> tuple:
+    """What a spec perturbs with, its rate aside: name and parameters, a lexicon path resolved (one
+    file named two ways is one lexicon), an in-memory lexicon by object."""
+    def ident(k: str, v: Any) -> Any:
+        if k == "lexicon":
+            return ("path", str(Path(v).resolve())) if isinstance(v, (str, Path)) else ("mapping", id(v))
+        return _format_value(v)
+
+    return spec.name, tuple(sorted((k, ident(k, v)) for k, v in spec.params.items() if k != "rate"))
+
+
+def spec_labels(specs: list[PerturbSpec]) -> list[str]:
+    """One :func:`spec_label` per spec, distinct for specs that perturb differently (rates aside),
+    so result tables never merge their rows.
+
+    Two ``code-switch`` specs with lexicons ``a/lex.tsv`` and ``b/lex.tsv`` would both print
+    ``lexicon=lex.tsv``: clashing labels show more of their lexicon paths, and labels that still
+    clash (in-memory lexicons) are numbered ``#1``, ``#2`` in order. Specs differing only by
+    rate keep one label (the rate column tells them apart).
+    """
+    ids = [spec_identity(s) for s in specs]
+
+    def clashing(labels: list[str]) -> list[int]:
+        owners: dict[str, set] = {}
+        for label, ident in zip(labels, ids):
+            owners.setdefault(label, set()).add(ident)
+        return [i for i, label in enumerate(labels) if len(owners[label]) > 1]
+
+    labels = [spec_label(s) for s in specs]
+    depth = max((len(Path(v).parts) for s in specs for k, v in s.params.items()
+                 if k == "lexicon" and isinstance(v, (str, Path))), default=1)
+    for parts in range(2, depth + 1):
+        clash = clashing(labels)
+        if not clash:
+            break
+        for i in clash:
+            labels[i] = spec_label(specs[i], parts)
+    base = list(labels)
+    for i in clashing(base):
+        owners = list(dict.fromkeys(ident for label, ident in zip(base, ids) if label == base[i]))
+        labels[i] = f"{base[i]}#{owners.index(ids[i]) + 1}"
+    return labels
+
+
 def as_spec(spec: PerturbSpec | str) -> PerturbSpec:
     return spec if isinstance(spec, PerturbSpec) else parse_spec(spec)
 

@@ -125,6 +125,10 @@ def drop_identical(run: RunDict) -> RunDict:
 
 
 def retrieve(searcher: Searcher, queries: dict[str, str], k: int, ignore_identical_ids: bool = False) -> RunDict:
-    """Each query's top ``k``; with ``ignore_identical_ids`` one more is fetched, then its own id dropped."""
-    run = searcher.search(queries, k + 1 if ignore_identical_ids else k)
-    return drop_identical(run) if ignore_identical_ids else run
+    """Each query's top ``k``; with ``ignore_identical_ids`` ``k + 1`` are fetched, the query's own
+    id dropped and the ranking cut to ``k`` (in the searcher's order), so every query gets ``k``
+    results when the corpus has them, whether or not its own document was among them."""
+    if not ignore_identical_ids:
+        return searcher.search(queries, k)
+    run = drop_identical(searcher.search(queries, k + 1))
+    return {q: dict(list(docs.items())[:k]) for q, docs in run.items()}

@@ -39,7 +39,7 @@ from clirkit.analysis import Analyzer
 from clirkit.data.formats import Dataset, file_digest
 from clirkit.errors import ClirkitError
 from clirkit.progress import progress
-from clirkit.retrieval.base import Searcher
+from clirkit.retrieval.base import Searcher, run_from_top
 from clirkit.rundir import Run, find_stored, freeze_tree, link_tree, write_json
 
 log = logging.getLogger("clirkit")
@@ -102,7 +102,8 @@ class BM25Searcher(Searcher):
         self._indptr = np.asarray(s["indptr"])
         self._data, self._indices = _sorted_columns(s["data"], s["indices"], self._indptr)
         self._nonocc = getattr(retriever, "nonoccurrence_array", None)
-        self._vocab = retriever.vocab_dict
+        # indexes stored before create_empty_token=False hold bm25s's "" entry, a column the matrix lacks
+        self._vocab = {t: i for t, i in retriever.vocab_dict.items() if t}
         if len(doc_ids) != s["num_docs"]:
             raise ClirkitError(f"the BM25 index has {s['num_docs']} rows but {len(doc_ids)} document ids",
                                fix="delete the damaged index folder and rebuild it")
@@ -134,7 +135,8 @@ class BM25Searcher(Searcher):
             raise ClirkitError(f"no document has a term under the analyzer {analyzer.describe()}",
                                fix="check the corpus text and its language")
         retriever = bm25s.BM25(k1=k1, b=b, method=method)
-        retriever.index((token_ids, vocab), show_progress=False)
+        # no "" token: bm25s would give it an id past the matrix's columns (our analyzer never yields "")
+        retriever.index((token_ids, vocab), create_empty_token=False, show_progress=False)
         return cls(retriever, doc_ids, analyzer)
 
     def save(self, path: Path, manifest: dict) -> None:
@@ -175,6 +177,17 @@ class BM25Searcher(Searcher):
             scores += float(np.sum(self._nonocc[rep], dtype=np.float64))
         return scores
 
+    def _matched(self, rep: Rep) -> np.ndarray:
+        """The rows holding at least one of the query's terms (their columns' entries), ascending.
+
+        A score cannot tell: BM25L and BM25+ give every document the non-occurrence part of each
+        query term, and Robertson's clamped idf gives a term in most documents weight 0.
+        """
+        mask = np.zeros(len(self.doc_ids), dtype=bool)
+        for t in rep:
+            mask[self._indices[self._indptr[t]:self._indptr[t + 1]]] = True
+        return np.flatnonzero(mask)
+
     def _scores_rows(self, rep: Rep, rows: np.ndarray) -> np.ndarray:
         # the same float64 additions in the same term order as _scores_all, so the numbers are equal
         scores = np.zeros(len(rows), dtype=np.float64)
@@ -203,40 +216,57 @@ class BM25Searcher(Searcher):
             out[i] = self._scores_rows(rep, rows[i] if per_query else rows)
         return out
 
-    def top(self, reps: list[Rep], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, reps: list[Rep], k: int, matches_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows per query, by score descending then row ascending.
 
+        Args:
+            reps: queries from :meth:`encode`.
+            k: rows per query.
+            matches_only: rank only the documents holding at least one query term (as Lucene
+                returns only matches); otherwise every document is a candidate, those matching
+                no term with the score BM25 gives them (0, or BM25L's and BM25+'s non-occurrence
+                part), filling the list in row order.
+
         Returns:
-            ``(rows, scores)``, int64 and float64 arrays of shape ``(len(reps), min(k, n_docs))``.
-            Documents matching no query term have score 0 and fill the list in row order.
+            ``(rows, scores)``, int64 and float64 arrays of shape ``(len(reps), min(k, n_docs))``;
+            with ``matches_only``, a query with fewer matches is padded with row -1 and score -inf.
         """
         n = len(self.doc_ids)
         k = min(k, n)
-        rows = np.zeros((len(reps), k), dtype=np.int64)
-        scores = np.zeros((len(reps), k), dtype=np.float64)
+        rows = np.full((len(reps), k), -1, dtype=np.int64)
+        scores = np.full((len(reps), k), -np.inf, dtype=np.float64)
         for i, rep in enumerate(reps):
             s = self._scores_all(rep)
-            if k < n:
-                kth = np.partition(s, n - k)[n - k]  # the k-th largest score
-                above = np.flatnonzero(s > kth)
-                # ties at the cut go by row; with few matches these are the zero-score rows
-                cand = np.concatenate([above, np.flatnonzero(s == kth)[:k - len(above)]])
-            else:
-                cand = np.arange(n)
-            order = cand[np.lexsort((cand, -s[cand]))][:k]
-            rows[i], scores[i] = order, s[order]
+            pool = self._matched(rep) if matches_only else np.arange(n)
+            best = pool[_best(s[pool], k)]
+            rows[i, :len(best)], scores[i, :len(best)] = best, s[best]
         return rows, scores
 
     def search(self, queries: dict[str, str], k: int) -> dict[str, dict[str, float]]:
         """``{qid: {doc_id: score}}`` of the top ``k`` documents, as ir_measures reads a run.
 
-        Documents scoring exactly 0 (matching no query term) are left out, as Lucene returns
-        only matches, so a query may get fewer than ``k`` documents or none.
+        Only documents holding at least one query term are ranked (``top(matches_only=True)``),
+        so a query may get fewer than ``k`` documents or none.
         """
         qids = list(queries)
-        rows, scores = self.top(self.encode([queries[q] for q in qids]), k)
-        return {q: {self.doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i], strict=True) if s != 0}
-                for i, q in enumerate(qids)}
+        rows, scores = self.top(self.encode([queries[q] for q in qids]), k, matches_only=True)
+        return run_from_top(qids, rows, scores, self.doc_ids)
+
+
+def _best(s: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest of ``s``, by value descending then position ascending."""
+    n = len(s)
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < n:
+        kth = np.partition(s, n - k)[n - k]  # the k-th largest score
+        above = np.flatnonzero(s > kth)
+        # ties at the cut go by position; with few matches these are the zero-score rows
+        cand = np.concatenate([above, np.flatnonzero(s == kth)[:k - len(above)]])
+    else:
+        cand = np.arange(n)
+    return cand[np.lexsort((cand, -s[cand]))][:k]
 
 
 # --------------------------------------------------------------------- the cached index

@@ -188,16 +188,21 @@ def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
     ``|<q, d> - <q~, d~>| <= |q~| |e_d| + |e_q| |d|``; the product accumulates exact bfloat16
     products in float32 (error ``<= 384 eps32 |q~| |d~|``) and rounds its output to bfloat16
     (``<= 2^-8 |output|``, which is monotone in the output, so it bounds the max over a document's
-    tokens as well). Summed over the query's tokens, the bounds hold for the exact score and, up
-    to float32 rounding (``1e-5`` per query token is added), for float32 MaxSim (Higham, "Accuracy
-    and Stability of Numerical Algorithms", 2002, ch. 3 for the product's error).
+    tokens as well). Summed over the query's tokens (in float64), the bounds hold for the exact
+    score. They are widened by the rounding error of the float32 re-scoring (:func:`_rescore`),
+    so that they hold for the float32 MaxSim the top ``k`` is ranked by, and a document whose
+    float32 score ties the ``k``-th is never pruned: each token's inner product is off by at most
+    ``gamma_dim |q_i| max|d|`` and the float32 sum of the ``m`` token maxima by at most
+    ``gamma_(m-1) sum |max_i|``, with ``gamma_n = n u / (1 - n u) <= 1.01 n u`` (Higham, "Accuracy
+    and Stability of Numerical Algorithms", 2002, ch. 3).
 
     Returns:
-        ``(lower, upper)``, each ``[len(queries), n_docs]``; ``-inf`` for empty queries or documents.
+        ``(lower, upper)``, each ``[len(queries), n_docs]`` float64; ``-inf`` for empty queries or
+        documents.
     """
     import torch
 
-    lower = np.full((len(queries), n_docs), -np.inf, dtype=np.float32)
+    lower = np.full((len(queries), n_docs), -np.inf, dtype=np.float64)
     upper = lower.copy()
     live = [i for i, q in enumerate(queries) if len(q)]
     if not live or not low.groups:
@@ -210,8 +215,10 @@ def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
     q_err = (q - ql.float()).norm(dim=1).double().numpy()
     dim = q.shape[1]
     out_eps = BF16_OUT if low.dtype == torch.bfloat16 else F32_EPS
-    per_token = q_norm * low.max_err + q_err * low.max_norm + 1.01 * dim * F32_EPS * q_norm * low.max_norm + 1e-5
-    slack = np.add.reduceat(per_token, starts)[:, None]
+    # |exact - this pass| per query token: rounding of the inputs, float32 accumulation
+    per_token = q_norm * low.max_err + q_err * low.max_norm + 1.01 * dim * F32_EPS * q_norm * low.max_norm
+    slack = np.add.reduceat(per_token, starts)[:, None] + rescore_margin(
+        [q.numpy()[a:a + m] for a, m in zip(starts, lengths)], low.max_norm)[:, None]
     live_idx = np.array(live)[:, None]
     # One thread: the pass is many mid-sized bfloat16 products and elementwise maxima, which on a
     # 2-core CPU ran 5-10x slower with 2 torch threads than with 1 (bench/bench_maxsim.py).
@@ -222,6 +229,22 @@ def maxsim_bounds(queries: list[np.ndarray], low: LowPrecision, n_docs: int,
     finally:
         torch.set_num_threads(threads)
     return lower, upper
+
+
+def rescore_margin(queries: list[np.ndarray], max_doc_norm: float) -> np.ndarray:
+    """Per query, a bound on how far :func:`_rescore`'s float32 MaxSim can be from the exact one
+    against any document whose tokens have norms ``<= max_doc_norm``.
+
+    ``sum_i (gamma_dim + gamma_(m-1) (1 + gamma_dim)) |q_i| max|d| <= 1.01 u (dim + m) sum_i |q_i| max|d|``
+    for ``m`` query tokens ``q_i`` of dimension ``dim`` and float32 unit roundoff ``u`` (Higham
+    2002, ch. 3; the factor 1.01 covers ``gamma_n <= 1.01 n u`` for ``n u <= 0.0099``).
+    """
+    out = np.zeros(len(queries), dtype=np.float64)
+    for i, q in enumerate(queries):
+        if len(q):
+            q = np.asarray(q, dtype=np.float64)
+            out[i] = 1.01 * F32_EPS * (q.shape[1] + len(q)) * np.linalg.norm(q, axis=1).sum() * max_doc_norm
+    return out
 
 
 def _bound_pass(ql, low: LowPrecision, starts: np.ndarray, slack: np.ndarray, live_idx: np.ndarray,
@@ -235,7 +258,7 @@ def _bound_pass(ql, low: LowPrecision, starts: np.ndarray, slack: np.ndarray, li
                 best = ql @ block[0, :, s:s + chunk]
                 for t in range(1, block.shape[0]):
                     torch.maximum(best, ql @ block[t, :, s:s + chunk], out=best)
-                best = best.float().numpy()
+                best = best.float().numpy().astype(np.float64)  # float64 sums: no rounding to bound
                 approx = np.add.reduceat(best, starts, axis=0)
                 err = slack + out_eps * np.add.reduceat(np.abs(best), starts, axis=0)
                 lower[live_idx, pos[s:s + chunk]] = approx - err
