@@ -461,7 +461,11 @@ def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:
 
 
 def load_children(run: Path) -> tuple[dict[str, Any], ExperimentConfig]:
-    """The children and configuration of a finished ``clirkit run`` directory."""
+    """The children and configuration of a completed ``clirkit run`` directory (a running, failed
+    or interrupted grid is refused: its children and tables are partial)."""
+    from clirkit.runs import require_completed
+
+    require_completed(run)
     children = read_json(run / "children.json")
     config = read_json(run / "config.json")
     config.pop("command", None)

@@ -28,7 +28,7 @@ from clirkit.config import Config, build
 from clirkit.data.formats import sha256_file
 from clirkit.errors import ClirkitError
 from clirkit.rundir import fresh_run, read_json, write_json
-from clirkit.runs import KEYS, is_run, run_results, status_of
+from clirkit.runs import KEYS, grid_children, require_completed, run_results
 
 log = logging.getLogger("clirkit")
 VERDICT = [*KEYS, "recorded", "reproduced", "difference", "verdict"]
@@ -81,13 +81,7 @@ def _commands() -> dict[str, tuple[type[Config], Any]]:
 
 def check_reproducible(run: Path) -> dict[str, Any]:
     """The recorded configuration of ``run``, or a ClirkitError (exit 2) saying why it cannot be reproduced."""
-    if not is_run(run):
-        raise ClirkitError("not an experiment directory (no config.json and status.json)", path=run,
-                           fix="pass a folder of the runs directory (clirkit runs list)")
-    status = status_of(run)
-    if status != "completed":
-        raise ClirkitError(f"the run is {status}, not completed", path=run,
-                           fix="reproduce a completed run (clirkit runs list shows their status)")
+    require_completed(run)
     config = read_json(run / "config.json")
     command = config.get("command")
     if command not in ("index", "eval", "distill", "attack", "run"):
@@ -106,20 +100,16 @@ def check_reproducible(run: Path) -> dict[str, Any]:
     return config
 
 
-def _children(run: Path) -> list[Path]:
-    try:
-        children = read_json(run / "children.json")
-    except ClirkitError:
-        return []
-    return [Path(c["run"]) for items in children.values() if isinstance(items, list)
-            for c in items if isinstance(c, dict) and "run" in c]
-
-
 def recorded_inputs(run: Path) -> dict[str, str]:
-    """``file -> sha256`` of every input of ``run``; a grid adds its children's inputs, except the
-    files its own children produced (their checkpoints are made again)."""
+    """``file -> sha256`` of every input of ``run``; a grid adds its children's inputs (its steps,
+    found beside it: :func:`clirkit.runs.grid_children`), except the files its own children
+    produced (their checkpoints are made again).
+
+    Raises:
+        ClirkitError: a step of the grid is missing (its inputs cannot be checked).
+    """
     inputs: dict[str, str] = {}
-    children = _children(run)
+    children = grid_children(run)
     for source in (run, *children):
         try:
             groups = read_json(source / "manifest.json").get("inputs", {})
@@ -127,9 +117,10 @@ def recorded_inputs(run: Path) -> dict[str, str]:
             continue
         for files in groups.values():
             inputs.update(files)
-    produced = [c.resolve() for c in children]
-    return {f: d for f, d in inputs.items()
-            if not any(Path(f).resolve().is_relative_to(c) for c in produced)}
+    # a child's files, by its run id (unique) in the path: the recorded path may be relative to
+    # the grid's working directory, or point to where the runs directory was before it moved
+    produced = {c.name for c in children}
+    return {f: d for f, d in inputs.items() if produced.isdisjoint(Path(f).parts)}
 
 
 def changed_inputs(inputs: dict[str, str]) -> list[tuple[str, str]]:

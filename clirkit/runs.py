@@ -219,6 +219,45 @@ def require_run(path: Path) -> Path:
     return path
 
 
+def require_completed(path: Path) -> Path:
+    """``path`` if it is a completed experiment directory; else a ClirkitError (exit 2) naming its
+    state: a running, failed or interrupted run has no results to read (its tables may be half
+    written or missing)."""
+    require_run(path)
+    status = status_of(path)
+    if status != "completed":
+        raise ClirkitError(f"the run is {status}, not completed", path=path,
+                           fix="pass a completed run (clirkit runs list shows their status)")
+    return path
+
+
+def grid_children(run: Path) -> list[Path]:
+    """The experiment directories of a grid's steps (``children.json``), found beside the grid.
+
+    A grid's steps run in the grid's runs directory, so they are the grid's siblings; the paths
+    recorded in ``children.json`` are as the grid saw them (relative to its working directory,
+    or in a runs directory since moved), so only their names are taken. A run that is not a
+    grid has none.
+
+    Raises:
+        ClirkitError: a step named in ``children.json`` is no longer beside the grid.
+    """
+    if not (run / "children.json").is_file():
+        return []
+    children = _json(run / "children.json")
+    names = dict.fromkeys(Path(str(c["run"])).name for key, items in children.items()
+                          if isinstance(items, list) and key != "failed"  # a completed grid has no failed steps
+                          for c in items if isinstance(c, dict) and c.get("run"))
+    out = []
+    for name in names:
+        child = run.parent / name
+        if not is_run(child):
+            raise ClirkitError(f"step {name} of the grid {run.name} is missing", path=child,
+                               fix=f"put it back beside the grid in {run.parent} (children.json names it)")
+        out.append(child)
+    return out
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts and lists as dotted keys (``systems.0.name``)."""
     if isinstance(data, dict) and data:

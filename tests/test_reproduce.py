@@ -130,7 +130,9 @@ def test_reproduce_index_compares_embeddings_and_ids(tiny_model, beir5, runs_dir
     assert verdict.loc["embeddings.npy max |diff|", "difference"] == pytest.approx(0.5, abs=1e-6)
 
 
-def test_reproduce_grid_runs_every_child_again(tmp_path, tiny_model, beir5, runs_dir):
+@pytest.fixture
+def grid_run(tmp_path, tiny_model, beir5, runs_dir) -> Path:
+    """A completed one-system grid (one eval child)."""
     exp = tmp_path / "exp.toml"
     exp.write_text(f"""
 name = "tiny"
@@ -145,7 +147,11 @@ measures = ["nDCG@10", "RR@10"]
 """, encoding="utf-8")
     r = invoke("--runs-dir", runs_dir, "run", exp)
     assert r.exit_code == 0, r.stderr
-    grid = last_path(r)
+    return last_path(r)
+
+
+def test_reproduce_grid_runs_every_child_again(grid_run):
+    grid = grid_run
     r = invoke("reproduce", grid)
     assert r.exit_code == 0, r.stdout + r.stderr
     new = last_path(r)
@@ -156,6 +162,27 @@ measures = ["nDCG@10", "RR@10"]
     assert set(verdict.measure) == {"nDCG@10", "RR@10", "nDCG@10_sd", "RR@10_sd"}
     assert (verdict.table == "aggregate").all() and (verdict.verdict == "OK").all()
     assert json.loads((new / "config.json").read_text()) == json.loads((grid / "config.json").read_text())
+
+
+def test_reproduce_grid_finds_its_children_beside_it(grid_run, beir5, tmp_path):
+    """The runs directory moved: children.json's paths are stale, but the steps are the grid's
+    siblings, so their inputs are still checked; a step that is gone is named, exit 2."""
+    moved = tmp_path / "moved-runs"
+    shutil.move(grid_run.parent, moved)
+    grid = moved / grid_run.name
+    (child,) = [Path(c["run"]).name for c in json.loads((grid / "children.json").read_text())["eval"]]
+    assert not (grid_run.parent / child).exists() and (moved / child).is_dir()
+    with open(beir5 / "corpus.jsonl", "a", encoding="utf-8") as f:  # an input only the child records
+        f.write(json.dumps({"_id": "d6", "title": "", "text": "A new document.", "lang": "en"}) + "\n")
+    before = runs(moved)
+    r = invoke("reproduce", grid)
+    assert r.exit_code == 1 and "input changed" in r.stderr and "corpus.jsonl" in r.stderr
+    assert runs(moved) == before
+    shutil.rmtree(moved / child)
+    r = invoke("reproduce", grid)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"step {child} of the grid {grid.name} is missing" in " ".join(r.stderr.split())
+    assert runs(moved) == before - {child}
 
 
 def test_bare_attack_records_its_resolved_target_and_reproduces(tiny_model, tmp_path, runs_dir):
@@ -206,6 +233,40 @@ def test_unreproducible_folder_is_one_line_exit_2(eval_run, tmp_path, state):
 
 
 # --------------------------------------------------------------------------- pinned expected results
+
+
+def _set_state(run: Path, state: str) -> Path:
+    """Leave ``run`` running, failed (as a crash or a Ctrl-C does) or still under its temporary name."""
+    if state == "in-progress":
+        tmp = run.parent / f".{run.name}.tmp"  # status completed, but not renamed yet
+        run.rename(tmp)
+        return tmp
+    error = {"failed": "ValueError: boom", "interrupted": "KeyboardInterrupt: signal 15"}.get(state)
+    status = "running" if state == "running" else "failed"
+    (run / "status.json").write_text(json.dumps({"status": status, **({"error": error} if error else {})}))
+    return run
+
+
+@pytest.mark.parametrize("state", ["running", "failed", "interrupted", "in-progress"])
+def test_commands_reading_a_finished_run_refuse_an_unfinished_one(eval_run, grid_run, tmp_path, state):
+    """check-expected (check and --write), reproduce and report read a run's results: a run that is
+    not completed is one line naming its state, exit 2, nothing written."""
+    pinned = tmp_path / "pinned.json"
+    assert invoke("check-expected", eval_run, pinned, "--write").exit_code == 0
+    before = pinned.read_text()
+    run, grid = _set_state(eval_run, state), _set_state(grid_run, state)
+    want = f"the run is {'failed' if state == 'interrupted' else 'running' if state == 'in-progress' else state}"
+    existing = runs(run.parent)
+    for args in [("check-expected", run, pinned), ("check-expected", run, tmp_path / "new.json", "--write"),
+                 ("check-expected", run, pinned, "--write"), ("reproduce", run),
+                 ("--runs-dir", run.parent, "report", grid)]:
+        r = invoke(*args)
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert want in r.stderr and r.stdout == "", (args, r.stderr)
+    assert pinned.read_text() == before and not (tmp_path / "new.json").exists()
+    assert runs(run.parent) == existing  # no report, no reproduction started
+
+
 
 
 def test_check_expected_write_then_check(eval_run, tmp_path):
