@@ -27,7 +27,7 @@ from pydantic import Field
 from clirkit.config import Config, build
 from clirkit.data.formats import sha256_file
 from clirkit.errors import ClirkitError
-from clirkit.rundir import fresh_run, read_json, write_json
+from clirkit.rundir import Run, before_completed, fresh_run, read_json
 from clirkit.runs import KEYS, grid_children, require_completed, run_results
 
 log = logging.getLogger("clirkit")
@@ -211,8 +211,13 @@ def print_verdict(table: pd.DataFrame, title: str, labels: tuple[str, str] = ("r
 def reproduce(run: Path, atol: float = 0.0) -> Reproduction:
     """Check the inputs of ``run``, re-run its configuration from scratch beside it, compare.
 
+    The verdict (``metrics/reproduce.csv``, and ``reproduces`` in the manifest) is written
+    before the new run is marked completed (:func:`clirkit.rundir.before_completed`), so a
+    completed reproduction always has its verdict.
+
     Args:
-        run: a completed experiment directory.
+        run: a completed experiment directory (resolved first: ``.`` or a relative path name the
+            same runs directory from anywhere).
         atol: largest absolute difference accepted per result (0: exact).
 
     Returns:
@@ -221,25 +226,31 @@ def reproduce(run: Path, atol: float = 0.0) -> Reproduction:
     Raises:
         ClirkitError: ``run`` is not a completed, reproducible experiment directory.
     """
+    run = Path(run).resolve()
     config = check_reproducible(run)
     changed = changed_inputs(recorded_inputs(run))
     if changed:
         return Reproduction(run, None, changed)
     command = config.pop("command")
     cls, fn = _commands()[command]
-    config["runs_dir"] = str(run.parent)  # beside the original, wherever it was recorded from
+    # beside the original; its recorded spelling of that folder if it still names it from here
+    recorded = config.get("runs_dir")
+    config["runs_dir"] = recorded if recorded and Path(recorded).resolve() == run.parent else str(run.parent)
     cfg = build(cls, str(run / "config.json"), **config)
-    with fresh_run():
+    tables: list[pd.DataFrame] = []
+
+    def judge(new: Run) -> None:
+        table = compare_index(run / "index", new.path / "index", atol) if command == "index" \
+            else compare_results(run_results(run), run_results(new.path), atol)
+        table.to_csv(new.sub("metrics") / "reproduce.csv", index=False)
+        new.record(reproduces=str(run))
+        tables.append(table)
+
+    with fresh_run(), before_completed(judge):
         new = fn(cfg) if command != "run" else fn(cfg, str(run / "config.json"))
-    if command == "index":
-        table = compare_index(run / "index", new / "index", atol)
-    else:
-        table = compare_results(run_results(run), run_results(new), atol)
-    manifest = read_json(new / "manifest.json")
-    write_json(new / "manifest.json", {**manifest, "reproduces": str(run)})
-    (new / "metrics").mkdir(exist_ok=True)
-    table.to_csv(new / "metrics" / "reproduce.csv", index=False)
-    return Reproduction(run, new, [], table)
+    if not tables:
+        raise RuntimeError(f"the {command} command returned {new} without starting a run")
+    return Reproduction(run, Path(new), [], tables[0])
 
 
 def run_reproduce(cfg: ReproduceConfig) -> Reproduction:
@@ -250,11 +261,11 @@ def run_reproduce(cfg: ReproduceConfig) -> Reproduction:
     if result.changed:
         for f, why in result.changed:
             err.print(f"[bold red]input {why}:[/] {f}", highlight=False, soft_wrap=True)
-        err.print(f"{len(result.changed)} input(s) of {cfg.run} differ from the recorded sha256; nothing was run",
-                  highlight=False, soft_wrap=True)
+        err.print(f"{len(result.changed)} input(s) of {result.original} differ from the recorded sha256; "
+                  "nothing was run", highlight=False, soft_wrap=True)
         return result
     assert result.path is not None
-    print_verdict(result.table, f"{cfg.run.name} reproduced as {result.path.name}")
+    print_verdict(result.table, f"{result.original.name} reproduced as {result.path.name}")
     n_diff = int((result.table["verdict"] != "OK").sum())
     err.print(f"{'all agree' if result.agree else f'{n_diff} of {len(result.table)} results differ'} "
               f"(atol {cfg.atol:g}); verdict in {result.path / 'metrics' / 'reproduce.csv'}",

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -68,6 +69,27 @@ def fresh_run() -> Iterator[None]:
             else:
                 os.environ[k] = v
         shutil.rmtree(cache, ignore_errors=True)
+
+
+#: the hook of :func:`before_completed`, taken by the next run that starts
+_BEFORE_COMPLETED: ContextVar[Callable[[Run], None] | None] = ContextVar("clirkit_before_completed", default=None)
+
+
+@contextmanager
+def before_completed(hook: Callable[[Run], None]) -> Iterator[None]:
+    """Within the block, the next run to start calls ``hook(run)`` after its body succeeded and
+    before it is marked completed and renamed into place.
+
+    ``clirkit reproduce`` writes its verdict this way: the reproduction is only ever seen
+    completed with its verdict, and a kill while the verdict is written leaves it ``failed``.
+    The hook belongs to the outermost run only (a grid, not its steps) and runs under the same
+    SIGTERM-as-interrupt handling as the body; if it raises, the run fails.
+    """
+    token = _BEFORE_COMPLETED.set(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_COMPLETED.reset(token)
 
 
 def reuse_allowed() -> bool:
@@ -273,9 +295,13 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     handler = _attach_log(run.path / "log.txt")
     log.info("run %s: %s", run.id, command)
     error: BaseException | None = None
+    hook = _BEFORE_COMPLETED.get()
+    token = _BEFORE_COMPLETED.set(None)  # the runs nested in this one (a grid's steps) do not call it
     try:
         with terminate_as_interrupt():
             yield run
+            if hook is not None:
+                hook(run)
     except BaseException as e:  # also KeyboardInterrupt: a killed run must say so
         error = e
         message = e.one_line() if isinstance(e, ClirkitError) else f"{type(e).__name__}: {e}"
@@ -285,6 +311,7 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
         run.status("failed", error=message)
         raise
     finally:
+        _BEFORE_COMPLETED.reset(token)
         run.manifest["ended"] = now()
         write_json(run.path / "manifest.json", run.manifest)
         if error is None:

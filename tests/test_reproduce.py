@@ -92,10 +92,64 @@ def test_changed_input_is_named_and_nothing_runs(eval_run, beir5, runs_dir):
     r = invoke("reproduce", eval_run)
     assert r.exit_code == 1
     assert "input changed" in r.stderr and "corpus.jsonl" in r.stderr
+    assert r.stdout == ""  # no path: `tail -1` of a script must not take the old run for a new one
     assert runs(runs_dir) == before  # nothing ran, no directory was made
     (beir5 / "queries.jsonl").unlink()
     r = invoke("reproduce", eval_run)
     assert r.exit_code == 1 and "input vanished" in r.stderr and "queries.jsonl" in r.stderr
+
+
+def test_reproduce_a_relative_path_or_dot_writes_beside_the_run(eval_run, runs_dir, monkeypatch):
+    monkeypatch.chdir(eval_run)
+    inside = runs(eval_run)
+    r = invoke("reproduce", ".")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    assert new.parent == runs_dir and new.name != eval_run.name  # not inside the run, not in the cwd
+    assert runs(eval_run) == inside
+    assert json.loads((new / "manifest.json").read_text())["reproduces"] == str(eval_run)
+    monkeypatch.chdir(runs_dir.parent)
+    r = invoke("reproduce", Path(runs_dir.name) / eval_run.name)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert (runs_dir.parent / last_path(r)).resolve().parent == runs_dir
+
+
+def test_the_verdict_is_written_before_the_reproduction_completes(eval_run, runs_dir, monkeypatch):
+    """A kill (SIGTERM) while the verdict is computed leaves the reproduction failed, never a
+    completed run without metrics/reproduce.csv."""
+    import os
+    import signal
+
+    import clirkit.reproduce as rep
+
+    seen = []
+
+    def killed_while_comparing(recorded, reproduced, atol):
+        tmp = [p for p in runs_dir.iterdir() if p.name.endswith(".tmp")]
+        seen.append([json.loads((p / "status.json").read_text())["status"] for p in tmp])
+        os.kill(os.getpid(), signal.SIGTERM)
+        return compare(recorded, reproduced, atol)
+
+    def interrupt(signum, frame):  # what start_run does in a run; here also outside one, for pytest's sake
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    compare = rep.compare_results
+    monkeypatch.setattr(rep, "compare_results", killed_while_comparing)
+    before = runs(runs_dir)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rep.reproduce(eval_run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [["running"]]  # compared while the new run was still running, under its .tmp name
+    (new,) = [runs_dir / n for n in runs(runs_dir) - before]
+    status = json.loads((new / "status.json").read_text())
+    assert status["status"] == "failed" and "signal" in status["error"]
+    monkeypatch.setattr(rep, "compare_results", compare)
+    result = rep.reproduce(eval_run)
+    assert result.agree and (result.path / "metrics" / "reproduce.csv").is_file()
+    assert json.loads((result.path / "status.json").read_text())["status"] == "completed"
 
 
 def test_corrupted_stored_index_is_not_reused(eval_run):

@@ -164,3 +164,35 @@ def test_link_tree_shares_stored_files_read_only(tmp_path):
     for name in ("embeddings.npy", "manifest.json"):
         assert os.stat(dest / name).st_ino == os.stat(src / name).st_ino  # linked, not copied
         assert (dest / name).stat().st_mode & 0o222 == 0 and (src / name).stat().st_mode & 0o222 == 0
+
+
+def test_before_completed_hook_runs_in_the_outermost_run_before_it_completes(tmp_path):
+    from clirkit.rundir import before_completed
+
+    cfg = _cfg(tmp_path)
+    calls = []
+
+    def hook(run):
+        status = json.loads((run.path / "status.json").read_text())["status"]
+        calls.append((run.command, run.path.name.endswith(".tmp"), status))
+        (run.sub("metrics") / "verdict.csv").write_text("ok\n", encoding="utf-8")
+
+    with before_completed(hook):
+        with start_run(cfg.runs_dir, "run", cfg, seed=0) as grid:
+            with start_run(cfg.runs_dir, "eval", cfg, seed=0):  # a step of the grid: not its hook
+                pass
+            assert calls == []
+    assert calls == [("run", True, "running")]
+    assert (grid.path / "metrics" / "verdict.csv").is_file() and not grid.path.name.endswith(".tmp")
+    with start_run(cfg.runs_dir, "index", cfg, seed=0):  # outside the block: no hook
+        pass
+    assert len(calls) == 1
+
+    def failing(run):
+        raise ValueError("verdict failed")
+
+    with pytest.raises(ValueError), before_completed(failing):
+        with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+            pass
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["status"] == "failed" and "verdict failed" in status["error"]
