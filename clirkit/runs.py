@@ -349,7 +349,8 @@ def list_cmd(
             out.print(f"[bold]{r['id']}[/]\n  {r['status']} · {_started(r['started'])} · {_duration(r['seconds'])}"
                       f"{' · ' + r['headline'] if r['headline'] else ''}", highlight=False)
         return
-    # the id names the command and the local start time; the command column only when there is room
+    # the id names the command and the start time (UTC, like the started column); the command
+    # column only when there is room
     wide = out.width >= 100
     table = console_table(("id", {"no_wrap": True}), *([("command", {"no_wrap": True})] if wide else []),
                    ("status", {"no_wrap": True}), ("started UTC", {"no_wrap": True}),
