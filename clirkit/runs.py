@@ -3,7 +3,8 @@
 Also the one reader of a run's results in long form (:func:`run_results`), shared by
 ``clirkit reproduce`` and ``clirkit check-expected``: one row per dataset x scoring x system x
 condition x measure, from the tables each command writes (``metrics/aggregate.csv`` of eval and
-grid runs, ``metrics/robustness.csv`` of attacks, the final and best dev rows of a
+grid runs, ``metrics/robustness.csv`` of attacks, ``metrics/xglue_<task>.csv`` and
+``xglue_<task>_robustness.csv`` of XGLUE evaluations and attacks, the final and best dev rows of a
 distillation's ``metrics/training.csv``). Timings, counts and paths are not results.
 """
 
@@ -103,13 +104,17 @@ def _rows_of_table(df, table: str, fixed: dict[str, str]) -> list[dict[str, Any]
     return rows
 
 
-def _robustness_rows(df, fixed: dict[str, str]) -> list[dict[str, Any]]:
+def _robustness_rows(df, fixed: dict[str, str], label=str) -> list[dict[str, Any]]:
+    """Clean and attacked value of every row of a robustness table (an XGLUE one has a ``lang``
+    column: the language leads the condition)."""
     rows = []
     for _, r in df.iterrows():
         rate = r.get("rate")
         where = r["perturbation"] if rate is None or (isinstance(rate, float) and math.isnan(rate)) \
             else f"{r['perturbation']}@{rate:g}"
-        key = {**fixed, "system": str(r["system"]), **({"scoring": str(r["scoring"])} if "scoring" in r else {})}
+        where = f"{r['lang']} {where}" if "lang" in r else where
+        key = {**fixed, "system": label(str(r["system"])),
+               **({"scoring": str(r["scoring"])} if "scoring" in r else {})}
         for side in ("clean", "attacked"):
             rows.append({"table": "robustness", **key, "condition": f"{where} {side}", "measure": str(r["measure"]),
                          "value": float(r[side])})
@@ -154,7 +159,10 @@ def run_results(run: Path):
     if agg is not None:
         rows += _rows_of_table(agg, "aggregate", fixed)
     for f in sorted(metrics.glob("xglue_*.csv")) if metrics.is_dir() else []:
-        if not f.stem.endswith("_robustness"):
+        if f.stem.endswith("_robustness"):  # attack --benchmark xglue: per language, clean and attacked
+            rows += _robustness_rows(_csv(f), {**fixed, "dataset": f.stem.removesuffix("_robustness")},
+                                     system_label)
+        else:
             rows += _rows_of_table(_csv(f), f.stem, {**fixed, "dataset": f.stem})
     rob = _csv(metrics / "robustness.csv")
     if rob is not None and {"perturbation", "measure", "clean", "attacked"} <= set(rob.columns):
