@@ -7,9 +7,10 @@ the GUIDE's promise).
    still have its recorded sha256; a changed or vanished file is named and nothing runs.
 3. The configuration runs inside :func:`clirkit.rundir.fresh_run`: no completed run, stored
    index or cache entry is reused, so a corrupted artefact cannot be "reproduced".
-4. The results (:func:`clirkit.runs.run_results`; for an index, the embeddings and document
-   ids) are compared row by row; the verdict goes to ``metrics/reproduce.csv`` of the new
-   directory and to the console. Timings and paths are never compared.
+4. The results (:func:`clirkit.runs.run_results`; for an index, :func:`compare_index`: document
+   ids, embeddings, token offsets and, exactly, the FAISS file) are compared row by row; the
+   verdict goes to ``metrics/reproduce.csv`` of the new directory (before it is marked
+   completed) and to the console. Timings and paths are never compared.
 """
 
 from __future__ import annotations
@@ -158,32 +159,65 @@ def compare_results(recorded: pd.DataFrame, reproduced: pd.DataFrame, atol: floa
     return pd.DataFrame(rows, columns=VERDICT)
 
 
+def _mismatches(a: list | np.ndarray, b: list | np.ndarray) -> int:
+    """Positions where two sequences differ, plus the difference of their lengths."""
+    n = min(len(a), len(b))
+    return int(np.count_nonzero(np.asarray(a[:n]) != np.asarray(b[:n]))) + abs(len(a) - len(b))
+
+
 def compare_index(recorded: Path, reproduced: Path, atol: float) -> pd.DataFrame:
-    """Document ids (identical, in order) and the largest absolute difference of the embeddings
-    (and of the token embeddings of a maxsim index)."""
+    """An index's verdict rows: the document ids (identical, in order); the largest absolute
+    difference of the embeddings (and of a maxsim index's token embeddings); a maxsim index's
+    token offsets (integers: identical); and, when exactness is asked (``atol`` 0), the sha256
+    of the FAISS index file (with a tolerance its bytes may differ as the vectors may)."""
     rows = []
 
     def ids(p: Path) -> list[str]:
         return (p / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[:-1] if (p / "doc_ids.txt").is_file() \
             else []
 
-    a, b = ids(recorded), ids(reproduced)
-    mismatched = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
-    rows.append({"measure": "doc_ids", "recorded": float(len(a)), "reproduced": float(len(b)),
-                 "difference": float(mismatched), "verdict": "OK" if mismatched == 0 else "DIFF"})
-    for name in ("embeddings.npy", "tokens.npy"):
-        if not (recorded / name).is_file() and not (reproduced / name).is_file():
-            continue
+    def row(measure: str, recorded_value: float, reproduced_value: float, diff: float, ok: bool) -> None:
+        rows.append({"measure": measure, "recorded": recorded_value, "reproduced": reproduced_value,
+                     "difference": diff, "verdict": "OK" if ok else "DIFF"})
+
+    def present(name: str) -> bool:
+        return (recorded / name).is_file() or (reproduced / name).is_file()
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         try:
-            x = np.load(recorded / name, mmap_mode="r")
-            y = np.load(reproduced / name, mmap_mode="r")
-            diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) \
-                if x.shape == y.shape and x.size else (0.0 if x.shape == y.shape else math.inf)
-            sizes = float(x.shape[0]), float(y.shape[0])
-        except (OSError, ValueError):  # a truncated or overwritten .npy is a disagreement, not a crash
-            diff, sizes = math.inf, (math.nan, math.nan)
-        rows.append({"measure": f"{name} max |diff|", "recorded": sizes[0], "reproduced": sizes[1],
-                     "difference": diff, "verdict": "OK" if diff <= atol else "DIFF"})
+            return np.load(recorded / name, mmap_mode="r"), np.load(reproduced / name, mmap_mode="r")
+        except (OSError, ValueError):  # missing, truncated or overwritten: a disagreement, not a crash
+            return None
+
+    a, b = ids(recorded), ids(reproduced)
+    mismatched = _mismatches(a, b)
+    row("doc_ids", float(len(a)), float(len(b)), float(mismatched), mismatched == 0)
+    for name in ("embeddings.npy", "tokens.npy"):
+        if not present(name):
+            continue
+        pair = load(name)
+        if pair is None:
+            row(f"{name} max |diff|", math.nan, math.nan, math.inf, False)
+            continue
+        x, y = pair
+        diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) \
+            if x.shape == y.shape and x.size else (0.0 if x.shape == y.shape else math.inf)
+        row(f"{name} max |diff|", float(x.shape[0]), float(y.shape[0]), diff, diff <= atol)
+    if present("token_offsets.npy"):  # which tokens belong to which document: integers, exact at any atol
+        pair = load("token_offsets.npy")
+        if pair is None:
+            row("token_offsets.npy mismatches", math.nan, math.nan, math.inf, False)
+        else:
+            mismatched = _mismatches(*pair)
+            row("token_offsets.npy mismatches", float(len(pair[0])), float(len(pair[1])), float(mismatched),
+                mismatched == 0)
+    if atol == 0 and present("index.faiss"):
+        digests = [sha256_file(p / "index.faiss") if (p / "index.faiss").is_file() else None
+                   for p in (recorded, reproduced)]
+        same = digests[0] is not None and digests[0] == digests[1]
+        sizes = [float((p / "index.faiss").stat().st_size) if (p / "index.faiss").is_file() else math.nan
+                 for p in (recorded, reproduced)]
+        row("index.faiss sha256", sizes[0], sizes[1], 0.0 if same else 1.0, same)
     df = pd.DataFrame(rows)
     for k in KEYS:
         if k not in df.columns:

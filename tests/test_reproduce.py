@@ -204,6 +204,48 @@ measures = ["nDCG@10", "RR@10"]
     return last_path(r)
 
 
+def test_reproduce_index_compares_token_offsets_and_the_faiss_file(tiny_model, beir5, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "index", "--model", tiny_model, "--dataset", beir5, "--scoring", "maxsim")
+    run = last_path(r)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["token_offsets.npy mismatches", "recorded"] == 6  # 5 documents
+    assert verdict.loc[["token_offsets.npy mismatches", "index.faiss sha256", "tokens.npy max |diff|"],
+                       "verdict"].eq("OK").all()
+
+    def rewrite(name: str, change) -> None:
+        path = run / "index" / name
+        data = path.read_bytes() if name.endswith(".faiss") else np.load(path).copy()
+        path.unlink()  # a new file: the read-only original may be hard-linked elsewhere
+        if name.endswith(".faiss"):
+            path.write_bytes(change(data))
+        else:
+            np.save(path, change(data))
+
+    def moved(offsets):  # one token counted in the next document: same tokens, same embeddings
+        offsets[2] += 1
+        return offsets
+
+    rewrite("token_offsets.npy", moved)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["token_offsets.npy mismatches", "difference"] == 1
+    assert verdict.loc["token_offsets.npy mismatches", "verdict"] == "DIFF"
+    assert verdict.loc["embeddings.npy max |diff|", "verdict"] == "OK"
+    rewrite("token_offsets.npy", lambda o: (o.__setitem__(2, o[2] - 1), o)[1])
+    rewrite("index.faiss", lambda b: b[:-1] + bytes([b[-1] ^ 1]))  # one bit of the stored index
+    r = invoke("reproduce", run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["index.faiss sha256", "verdict"] == "DIFF"
+    assert (verdict.drop(index="index.faiss sha256").verdict == "OK").all()
+    r = invoke("reproduce", run, "--atol", "1e-6")  # with a tolerance the bytes may differ: not compared
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "index.faiss sha256" not in set(pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").measure)
+
+
 def test_reproduce_grid_runs_every_child_again(grid_run):
     grid = grid_run
     r = invoke("reproduce", grid)
