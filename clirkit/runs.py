@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from clirkit.config import BEST_BY, dev_column
 from clirkit.errors import ClirkitError
 
 #: the columns of a result row that identify it; ``value`` holds the number
@@ -28,8 +29,8 @@ KEYS = ["table", "dataset", "scoring", "system", "condition", "measure"]
 NOT_RESULTS = {"queries", "seeds", "train_s", "rows", "seed", "step", "epoch", "lr", "pairs_per_s"}
 #: an experiment directory's name (clirkit.rundir.Run): stamp, command, hash, clash counter
 RUN_ID = re.compile(r"\d{8}-\d{6}-([a-z]+)-[0-9a-f]{8}(?:-\d+)?")
-#: the dev measure a distillation keeps its best checkpoint by (clirkit.distill BEST_BY)
-BEST_BY = "dev_RR@10"
+#: the training.csv column of the dev measure a distillation keeps its best checkpoint by
+BEST_BY_COLUMN = dev_column(BEST_BY)
 
 app = typer.Typer(no_args_is_help=True, help="List, show and compare experiment directories.")
 
@@ -131,9 +132,9 @@ def _training_rows(df, fixed: dict[str, str]) -> list[dict[str, Any]]:
     if len(evaluated):
         last = evaluated.iloc[-1]
         rows += [{"condition": "final", "measure": c, "value": float(last[c])} for c in dev]
-        if BEST_BY in df.columns and evaluated[BEST_BY].notna().any():
-            best = evaluated.loc[evaluated[BEST_BY].idxmax()]
-            rows += [{"condition": "best", "measure": BEST_BY, "value": float(best[BEST_BY])},
+        if BEST_BY_COLUMN in df.columns and evaluated[BEST_BY_COLUMN].notna().any():
+            best = evaluated.loc[evaluated[BEST_BY_COLUMN].idxmax()]
+            rows += [{"condition": "best", "measure": BEST_BY_COLUMN, "value": float(best[BEST_BY_COLUMN])},
                      {"condition": "best", "measure": "step", "value": float(best["step"])}]
     return [{"table": "training", **fixed, **r} for r in rows]
 
@@ -188,7 +189,7 @@ def headline(run: Path, command: str) -> str:
     if res.empty:
         return ""
     if command == "distill":
-        best = res[(res.condition == "best") & (res.measure == BEST_BY)]
+        best = res[(res.condition == "best") & (res.measure == BEST_BY_COLUMN)]
         r = best.iloc[0] if len(best) else res.iloc[0]
         return f"{r.measure} {r.value:.4f}" if r.measure != "loss" else f"loss {r.value:.4g}"
     if command == "attack":
