@@ -10,9 +10,9 @@ Launchers (one :class:`Launch` interface, so the scheduling is written once):
 
 * ``local`` with 1 job: :class:`Inline`, every task in this process in grid order (the
   behaviour of a grid before launchers existed, same runs and numbers).
-* ``local`` with N jobs: :class:`LocalPool`, a ``concurrent.futures.ProcessPoolExecutor`` of N
-  "spawn" workers (fresh interpreters: no forked torch or CUDA state), each with its share of
-  the CPU threads.
+* ``local`` with N jobs: :class:`LocalPool`, N steps at once, each in its own one-worker
+  ``concurrent.futures.ProcessPoolExecutor`` ("spawn": a fresh interpreter, no forked torch or
+  CUDA state) with its share of the CPU threads, so a worker killed outright fails only its step.
 * ``slurm``: :class:`Submitit`, one Slurm job per task through submitit's ``AutoExecutor``
   (the task and its config are pickled to a shared folder and run by ``sbatch``), with the
   ``[slurm]`` table's resources.
@@ -121,6 +121,8 @@ def _message(e: BaseException) -> str:
     """One line for a task's error, whichever launcher carried it back."""
     if isinstance(e, ClirkitError):
         return e.one_line()
+    if isinstance(e, WorkerDied):
+        return str(e)
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted ({e})" if str(e) else "interrupted"
     if type(e).__module__.startswith("submitit"):
@@ -261,45 +263,89 @@ def _init_worker(threads: int, level: int) -> None:
     logging.getLogger("clirkit").setLevel(level)
 
 
+class WorkerDied(RuntimeError):
+    """The worker process of a step died without a result (killed outright, out of memory)."""
+
+
+def _death(exitcode: int | None) -> str:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name} (signal {-exitcode})"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}" if exitcode is not None else "no exit code"
+
+
 class LocalPool(Launch):
-    """``jobs`` worker processes on this machine (``ProcessPoolExecutor``, "spawn" context)."""
+    """``jobs`` steps at once on this machine, each in its own one-worker process pool
+    (``ProcessPoolExecutor``, "spawn" context: a fresh interpreter, no forked torch or CUDA state).
+
+    One pool per step isolates the steps: a worker killed outright (SIGKILL, the out-of-memory
+    killer) breaks only its own pool, so only its step fails (:class:`WorkerDied`, and the steps
+    that wait for it are skipped) and the steps running beside it finish with their results; the
+    next run of the grid redoes the failed one. A shared pool would fail every step in flight
+    with ``BrokenProcessPool``.
+    """
 
     def __init__(self, jobs: int) -> None:
         self.capacity = jobs
         self.jobs = jobs
-        self.pool = self._new_pool()
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        self.pools: dict[cf.Future, cf.ProcessPoolExecutor] = {}  # by the handle submit returned
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        import multiprocessing
-
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        return cf.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(threads, log.getEffectiveLevel()))
+    def _reap(self) -> None:
+        """Shut down the pools whose step is over (their worker has exited or died)."""
+        for handle in [h for h in self.pools if h.done()]:
+            self.pools.pop(handle).shutdown(wait=True)
 
     def submit(self, name: str, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        try:
-            return self.pool.submit(fn, *args)
-        except cf.process.BrokenProcessPool:
-            # a worker was killed outright (SIGKILL, out of memory): the calls it took down have
-            # failed already; the rest of the grid gets fresh workers
-            log.warning("a worker process died; starting new workers")
-            self.pool.shutdown(wait=False)
-            self.pool = self._new_pool()
-            return self.pool.submit(fn, *args)
+        import multiprocessing
+
+        self._reap()
+        pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(self.threads, log.getEffectiveLevel()))
+        inner = pool.submit(fn, *args)
+        workers = list(getattr(pool, "_processes", {}).values())  # started by submit ("spawn" starts them there)
+        handle: cf.Future = cf.Future()
+
+        def relay(done: cf.Future) -> None:
+            if done.cancelled():
+                handle.cancel()
+                return
+            error = done.exception()
+            if isinstance(error, cf.process.BrokenProcessPool):
+                if workers:
+                    workers[0].join(timeout=5)  # dead already: this only collects its exit status
+                code = workers[0].exitcode if workers else None
+                error = WorkerDied(f"its worker process died ({_death(code)}); run the grid again to redo it")
+            if error is not None:
+                handle.set_exception(error)
+            else:
+                handle.set_result(done.result())
+
+        inner.add_done_callback(relay)
+        self.pools[handle] = pool
+        return handle
 
     def wait(self, handles: list[Any]) -> list[Any]:
         done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        self._reap()
         return list(done)
 
     def cancel(self, handles: list[Any]) -> None:
         # SIGTERM to the workers: the runs they hold end "failed" and renamed into place
         # (clirkit.rundir.start_run), ready to be redone by the next run of the grid
-        for process in list(getattr(self.pool, "_processes", {}).values()):
-            process.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools.values():
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.pools.clear()
 
 
 class Submitit(Launch):

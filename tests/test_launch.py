@@ -61,6 +61,39 @@ def test_pool_runs_ready_tasks_together_and_a_failure_stops_only_its_dependents(
     assert out.skipped == {"after-bad": "bad"} and out.results["reused"] == "old run"
 
 
+def _meet_then_work(folder: str, name: str, seconds: float) -> int:
+    """Meet the other task, then go on working: still running when the other dies."""
+    _meet(folder, name)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _meet_then_die(folder: str, name: str) -> None:
+    """Meet the other task, then kill this worker outright (as the out-of-memory killer would)."""
+    _meet(folder, name)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_fails_only_its_own_step(tmp_path):
+    """A real SIGKILL of a worker while another step runs beside it: only the killed step fails
+    (and the step waiting for it is skipped); the other finishes with its result, and a step
+    launched afterwards gets a worker of its own."""
+    (tmp_path / "barrier").mkdir()
+    barrier = str(tmp_path / "barrier")
+    tasks = [
+        Task("alive", lambda _: Call(_meet_then_work, (barrier, "alive", 3.0))),
+        Task("killed", lambda _: Call(_meet_then_die, (barrier, "killed"))),
+        Task("after-killed", lambda _: Done("never"), after=("killed",)),
+        Task("after-alive", lambda done: Call(_pair, (done["alive"], os.getpid())), after=("alive",)),
+    ]
+    out = run_graph(tasks, LocalPool(2))
+    assert out.failed == {"killed": "its worker process died (killed by SIGKILL (signal 9)); run the grid "
+                                    "again to redo it"}
+    assert isinstance(out.results["alive"], int) and out.results["alive"] != os.getpid()
+    assert out.results["after-alive"] == [out.results["alive"], os.getpid()]
+    assert out.skipped == {"after-killed": "killed"}
+
+
 # --------------------------------------------------------------------------- grids
 
 
@@ -164,7 +197,10 @@ def _holder(folder: Path, parent: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_model, beir5, runs_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_model, beir5, runs_dir, sig):
+    """SIGTERM: the step's run ends failed, renamed; SIGKILL (no chance to clean up): its worker
+    dies, the step fails alone all the same, and the next run of the grid redoes it."""
     env = {**_subprocess_env(), "CLIRKIT_CACHE": str(tmp_path / "cache")}
     exp = _grid(tmp_path, tiny_model, beir5, epochs=3, seeds="[0]")
     proc = subprocess.Popen([sys.executable, "-m", "clirkit", "--runs-dir", str(runs_dir), "run", str(exp),
@@ -177,19 +213,25 @@ def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_mo
             pid = _holder(running[0], proc.pid) if running else None
             time.sleep(0.02)
         assert pid is not None, "never saw the distillation running"
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         _, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 2
     line = " ".join(stderr.split())
-    assert "step distill student seed 0 failed: interrupted" in line and "1 step(s) not run" in line
+    why = "interrupted" if sig == signal.SIGTERM else "its worker process died (killed by SIGKILL (signal 9))"
+    assert f"step distill student seed 0 failed: {why}" in line and "1 step(s) not run" in line
 
     grid = next(p for p in runs_dir.iterdir() if "-run-" in p.name)
     assert json.loads((grid / "status.json").read_text())["status"] == "failed"
     children = json.loads((grid / "children.json").read_text())
-    killed = Path(children["failed"][0]["run"])
-    assert "-distill-" in killed.name and json.loads((killed / "status.json").read_text())["status"] == "failed"
+    if sig == signal.SIGTERM:
+        killed = Path(children["failed"][0]["run"])
+        assert "-distill-" in killed.name and json.loads((killed / "status.json").read_text())["status"] == "failed"
+    else:  # killed outright: its directory is left as it was, under its temporary name
+        assert children["failed"][0]["run"] is None
+        (left,) = runs_dir.glob(".*-distill-*.tmp")
+        assert json.loads((left / "status.json").read_text())["status"] == "running"
     assert [c["system"] for c in children["eval"]] == ["zero-shot"]  # the step that did not wait for it
     assert json.loads((Path(children["eval"][0]["run"]) / "status.json").read_text())["status"] == "completed"
     assert children["skipped"] == [{"step": f"eval student seed 0 {beir5} dense", "waits_for":
