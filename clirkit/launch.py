@@ -30,6 +30,7 @@ import concurrent.futures as cf
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -126,15 +127,45 @@ def _message(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted ({e})" if str(e) else "interrupted"
     if type(e).__module__.startswith("submitit"):
-        # submitit hands back the job's traceback as text: its last line is the error itself
-        lines = [x for x in str(e).splitlines() if x.strip() and not x.startswith("-" * 5)]
-        for i, line in enumerate(lines):
-            if line.startswith("Traceback") and i + 1 < len(lines):
-                tail = [x for x in lines[i:] if not x.startswith((" ", "Traceback", "You can check"))]
-                if tail:
-                    return tail[0].removeprefix("clirkit.errors.ClirkitError: ")
-        return lines[0] if lines else type(e).__name__
+        return job_error(str(e))
     return f"{type(e).__name__}: {e}"
+
+
+def job_error(text: str) -> str:
+    """One line for the error of a submitit job (``str`` of the exception ``job.result()`` raised).
+
+    A job that raised hands back its traceback as text: the line is the error it ended with
+    (the last exception of the traceback, as ``Type: message`` without the module path; a
+    ClirkitError as its own line), not the frames above it nor the exception it was raised
+    from. A job that ended without a result (killed, out of time) gives its state and the last
+    line of its error stream, if any.
+    """
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if starts:
+        error: list[str] = []
+        for line in lines[starts[-1] + 1:]:
+            if not error and (line.startswith(" ") or not line.strip()):
+                continue  # the frames of the traceback
+            if not line.strip() or line.startswith("-" * 5):
+                break  # the end of the error (a message may go on over several lines)
+            error.append(line.strip())
+        if error:
+            first = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?::|$))", "", error[0])  # clirkit.errors.X -> X
+            first = first.removeprefix("ClirkitError: ")
+            if first.startswith("KeyboardInterrupt"):
+                first = "interrupted" + (f" ({first.partition(': ')[2]})" if ": " in first else "")
+            return " ".join([first, *error[1:]])
+    state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
+    if state:
+        job = re.match(r"Job (\S+)", text)
+        stream = text.split("Error stream produced:", 1)
+        last = [x.strip() for x in stream[1].splitlines() if x.strip() and not x.startswith("-" * 5)][-1:] \
+            if len(stream) > 1 else []
+        return (f"its job {job.group(1) if job else ''} ended without a result (state {state.group(1)})"
+                + (f": {last[0]}" if last else ""))
+    rest = [x.strip() for x in lines if x.strip() and not x.startswith("-" * 5)]
+    return rest[-1] if rest else "the job failed"
 
 
 def run_graph(tasks: list[Task], launch: Launch) -> Outcome:
@@ -188,7 +219,12 @@ def run_graph(tasks: list[Task], launch: Launch) -> Outcome:
                     handle.set_result(plan.value)
                 else:
                     log.info("%s: started", task.key)
-                    handle = launch.submit(task.key, plan.fn, *plan.args)
+                    try:
+                        handle = launch.submit(task.key, plan.fn, *plan.args)
+                    except Exception as e:  # noqa: BLE001 - e.g. sbatch refused the job: this task fails
+                        out.failed[task.key] = _message(e)
+                        log.error("%s: failed: %s", task.key, out.failed[task.key])
+                        continue
                 running[handle] = task
             if not running:
                 if pending and not any(all(a in out.results for a in t.after) for t in pending):
@@ -368,8 +404,21 @@ class Submitit(Launch):
         self.executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
 
     def submit(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Submit one job; a refused submission (sbatch's error: a bad partition, account or time
+        limit) is a ClirkitError with sbatch's last line, which fails this step only."""
+        import contextlib
+        import io
+
         self.executor.update_parameters(name=f"clirkit {name}")
-        job = self.executor.submit(fn, *args)
+        said = io.StringIO()  # submitit also prints sbatch's error: it goes into the one line instead
+        try:
+            with contextlib.redirect_stderr(said):
+                job = self.executor.submit(fn, *args)
+        except Exception as e:  # noqa: BLE001 - submitit raises its job error (or OSError) for sbatch's
+            lines = [x.strip() for x in f"{said.getvalue()}\n{e}".splitlines() if x.strip()]
+            raise ClirkitError(f"the job was not submitted: {lines[-1] if lines else type(e).__name__}",
+                               fix="check the [slurm] table (partition, time, resources, additional_parameters "
+                                   "such as the account)") from e
         log.info("%s: job %s (logs %s)", name, job.job_id, job.paths.stderr)
         return job
 

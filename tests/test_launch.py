@@ -3,6 +3,7 @@ process; a failed or killed step fails only itself and is redone by the next run
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,74 @@ def test_a_killed_worker_fails_only_its_own_step(tmp_path):
     assert isinstance(out.results["alive"], int) and out.results["alive"] != os.getpid()
     assert out.results["after-alive"] == [out.results["alive"], os.getpid()]
     assert out.skipped == {"after-killed": "killed"}
+
+
+def _chained_error() -> None:
+    try:
+        {}["key"]
+    except KeyError as e:
+        raise ValueError("the step's own error") from e
+
+
+def _user_error() -> None:
+    from clirkit.errors import ClirkitError
+
+    raise ClirkitError("model not found", path="/nowhere/model", fix="pass a model folder")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_submitit_job_errors_are_their_last_line(tmp_path):
+    """Real submitit jobs (the LocalExecutor: each a subprocess run by submitit's job runner): the
+    message is the error the job ended with, not its traceback nor the exception it came from."""
+    from clirkit.launch import SlurmOptions, Submitit
+
+    tasks = [Task("chained", lambda _: Call(_chained_error)), Task("user", lambda _: Call(_user_error)),
+             Task("killed", lambda _: Call(_die)), Task("fine", lambda _: Call(_pair, (1, 2)))]
+    out = run_graph(tasks, Submitit(tmp_path / "jobs", SlurmOptions(), jobs=None, cluster="local", poll_s=0.2))
+    assert out.results == {"fine": [1, 2]}
+    assert out.failed["chained"] == "ValueError: the step's own error"
+    assert out.failed["user"] == "/nowhere/model: model not found -- pass a model folder"
+    assert re.fullmatch(r"its job \d+ ended without a result \(state \w+\)", out.failed["killed"]), out.failed
+
+
+def test_a_refused_slurm_submission_fails_its_step_not_the_grid(tmp_path, tiny_model, beir5, runs_dir, monkeypatch):
+    """sbatch refuses every job (as for a bad account): each step fails with sbatch's line, the grid
+    ends failed with one error line, no traceback. Real submitit, with an sbatch that says no."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account "
+                                    "or account/partition combination specified' >&2\nexit 1\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it is on a cluster
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    exp = tmp_path / "grid.toml"
+    exp.write_text(f"""
+name = "refused"
+launcher = "slurm"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[eval]
+datasets = ["{beir5}"]
+measures = ["nDCG@10"]
+""", encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr
+    assert not any(line.startswith("sbatch:") for line in r.stderr.splitlines())  # not dumped on its own
+    line = " ".join(r.stderr.split())
+    assert (f"step eval zero-shot seed 0 {beir5} dense failed: the job was not submitted: sbatch: error: Batch job "
+            "submission failed: Invalid account or account/partition combination specified") in line
+    grid = next(p for p in runs_dir.iterdir() if "-run-" in p.name)
+    assert json.loads((grid / "status.json").read_text())["status"] == "failed"
+    (failed,) = json.loads((grid / "children.json").read_text())["failed"]
+    assert failed["step"] == f"eval zero-shot seed 0 {beir5} dense" and "Invalid account" in failed["error"]
 
 
 # --------------------------------------------------------------------------- grids
