@@ -235,6 +235,12 @@ class Run:
             "ended": None,
         }
 
+    @property
+    def final(self) -> Path:
+        """Where the run goes when it ends: ``<runs_dir>/<id>`` (unless a run takes that name
+        meanwhile: then the next counter, :meth:`claim_final`)."""
+        return self.runs_dir / self.id
+
     def claim(self) -> None:
         """Create the run's ``.<id>.tmp`` folder (:func:`claim_dir`: a clash takes the next counter)."""
         self.counter, self.path = claim_dir(self.runs_dir, self.base, ".{}.tmp")
