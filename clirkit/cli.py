@@ -80,8 +80,9 @@ def main_options(
     ctx.obj = {"runs_dir": runs_dir, "seed": seed, **{k: v for k, v in given.items() if v is not None}}
 
 
-def _call(fn: Callable[[Any], Path], cfg: Config, json_tables: tuple[str, ...] = ()) -> None:
-    """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line.
+def _call(fn: Callable[[Any], Path | None], cfg: Config, json_tables: tuple[str, ...] = ()) -> None:
+    """Run ``fn(cfg)``; a user error is one line on stderr and exit code 2; the path is stdout's last line
+    (``None``: nothing was made, and stdout stays empty, so a script's ``tail -1`` gets no stale path).
 
     A computing command's device and precision are checked first, so a missing GPU fails
     before anything is written. With ``json_tables`` (``--json``) the console tables are not
@@ -103,7 +104,7 @@ def _call(fn: Callable[[Any], Path], cfg: Config, json_tables: tuple[str, ...] =
         raise fail(e) from None
     finally:
         out.quiet = quiet
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+    if path is not None and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
         if json_tables:
             import json
 
@@ -358,10 +359,10 @@ def reproduce_cmd(
 
     verdict: list[bool] = []
 
-    def go(cfg: ReproduceConfig) -> Path:
+    def go(cfg: ReproduceConfig) -> Path | None:
         result = run_reproduce(cfg)
         verdict.append(result.agree)
-        return result.path or cfg.run  # nothing ran when an input changed
+        return result.path  # None when an input changed: nothing ran, stdout stays empty
 
     _call(go, _config(ReproduceConfig, run=run, atol=atol))
     raise typer.Exit(0 if verdict[0] else 1)

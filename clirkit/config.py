@@ -96,6 +96,14 @@ Scoring = Literal["dense", "maxsim"]
 MaxsimMode = Literal["auto", "exhaustive", "rerank", "token-ann"]
 PrecisionName = Literal["fp32", "bf16", "fp16"]
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
+#: the dev measure (an ir_measures string) a distillation keeps its best checkpoint by; its column
+#: in ``metrics/training.csv`` is ``dev_column(BEST_BY)``
+BEST_BY = "RR@10"
+
+
+def dev_column(name: str) -> str:
+    """The column of a dev measure (or loss part) in a distillation's ``metrics/training.csv``."""
+    return f"dev_{name}"
 
 
 def _default_device() -> str:

@@ -35,7 +35,7 @@ from pydantic import Field
 from clirkit.config import Config
 from clirkit.errors import ClirkitError
 from clirkit.rundir import read_json, write_json
-from clirkit.runs import KEYS, require_run, run_results, status_of
+from clirkit.runs import KEYS, require_completed, run_results
 
 FORMAT = 1
 DEFAULT_ATOL = 1e-4
@@ -61,9 +61,7 @@ def pinned_results(run: Path) -> pd.DataFrame:
 
 def write_expected(run: Path, path: Path, atol: float = DEFAULT_ATOL, description: str = "") -> Path:
     """Pin the results of a completed ``run`` into ``path`` (see the module docstring for the format)."""
-    require_run(run)
-    if status_of(run) != "completed":
-        raise ClirkitError(f"the run is {status_of(run)}, not completed", path=run, fix="pin a completed run")
+    require_completed(run)
     res = pinned_results(run)
     if res.empty:
         raise ClirkitError("the run has no results to pin", path=run, fix="pin an eval, distill, attack or run")
@@ -100,11 +98,12 @@ def load_expected(path: Path) -> tuple[pd.DataFrame, float]:
 def check_expected(run: Path, path: Path, atol: float | None = None) -> pd.DataFrame:
     """Verdict rows (``recorded`` = pinned, ``reproduced`` = the run's) for every pinned result.
 
-    A pinned result the run lacks is a DIFF; results the file does not pin are ignored.
+    A pinned result the run lacks is a DIFF; results the file does not pin are ignored. A run
+    that is not completed (running, failed, interrupted) is refused: its tables are partial.
     """
     from clirkit.reproduce import compare_results
 
-    require_run(run)
+    require_completed(run)
     pinned, file_atol = load_expected(path)
     return compare_results(pinned, run_results(run), file_atol if atol is None else atol, how="left")
 

@@ -189,6 +189,7 @@ def _validate_steps(cfg: ExperimentConfig, origin: str) -> None:
         if source is None:
             raise ClirkitError("a [[prepare]] entry has no source", path=origin, fix="add source = 'bible' (or ...)")
         build(SOURCES.get(source).config, origin, **entry)
+        _existing_dataset(source, entry, origin, warn=False)  # prepared differently: fail before any work
     for system in cfg.systems:
         if system.distill is not None:
             build(DistillConfig, origin, **system.distill)
@@ -199,6 +200,42 @@ def _validate_steps(cfg: ExperimentConfig, origin: str) -> None:
 # --------------------------------------------------------------------------- steps
 
 
+def _existing_dataset(source: str, entry: dict[str, Any], origin: str, warn: bool = True) -> Path | None:
+    """The ``out`` folder of a ``[[prepare]]`` entry if it holds a dataset already, to be reused
+    as it is; None if there is none.
+
+    Its card's ``prepared_with`` (:func:`clirkit.data.formats.prepare_record`) must equal the
+    entry's resolved configuration: a folder prepared with other options (another seed, pair,
+    query count, ...) is never taken for the one the grid asks for. A card from before clirkit
+    recorded ``prepared_with`` cannot be checked: it is reused with a warning.
+
+    Raises:
+        ClirkitError: the folder was prepared differently.
+    """
+    from clirkit.data import SOURCES
+    from clirkit.data.formats import prepare_record
+
+    target = entry.get("out")
+    if target is None or not (Path(target) / CARD).is_file():
+        return None
+    card = read_json(Path(target) / CARD)
+    have = card.get("prepared_with") if isinstance(card, dict) else None
+    if have is None:
+        if warn:
+            log.warning("dataset %s does not record how it was prepared (made before clirkit recorded it); "
+                        "reusing it unchecked", target)
+        return Path(target)
+    want = prepare_record(build(SOURCES.get(source).config, origin, **entry))
+    if have != want:
+        missing = object()
+        keys = [k for k in dict.fromkeys([*want, *have]) if want.get(k, missing) != have.get(k, missing)]
+        raise ClirkitError(
+            "the dataset here was prepared differently: "
+            + ", ".join(f"{k}={have.get(k)!r} where the [[prepare]] entry asks {k}={want.get(k)!r}" for k in keys),
+            path=target, fix=f"give the entry another out, or remove {target} to prepare it again")
+    return Path(target)
+
+
 def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
     from clirkit.data import prepare
 
@@ -206,10 +243,10 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
     for entry in entries:
         entry = dict(entry)
         source = entry.pop("source")
-        target = entry.get("out")
-        if target is not None and (Path(target) / CARD).is_file():
-            log.info("dataset %s exists; reusing it", target)
-            out.append(Path(target))
+        existing = _existing_dataset(source, entry, origin)
+        if existing is not None:
+            log.info("dataset %s exists, prepared with the same options; reusing it", existing)
+            out.append(existing)
             continue
         out.append(prepare(source, origin, **entry))
         log.info("prepared %s", out[-1])
@@ -471,7 +508,11 @@ def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:
 
 
 def load_children(run: Path) -> tuple[dict[str, Any], ExperimentConfig]:
-    """The children and configuration of a finished ``clirkit run`` directory."""
+    """The children and configuration of a completed ``clirkit run`` directory (a running, failed
+    or interrupted grid is refused: its children and tables are partial)."""
+    from clirkit.runs import require_completed
+
+    require_completed(run)
     children = read_json(run / "children.json")
     config = read_json(run / "config.json")
     config.pop("command", None)

@@ -10,9 +10,9 @@ Launchers (one :class:`Launch` interface, so the scheduling is written once):
 
 * ``local`` with 1 job: :class:`Inline`, every task in this process in grid order (the
   behaviour of a grid before launchers existed, same runs and numbers).
-* ``local`` with N jobs: :class:`LocalPool`, a ``concurrent.futures.ProcessPoolExecutor`` of N
-  "spawn" workers (fresh interpreters: no forked torch or CUDA state), each with its share of
-  the CPU threads.
+* ``local`` with N jobs: :class:`LocalPool`, N steps at once, each in its own one-worker
+  ``concurrent.futures.ProcessPoolExecutor`` ("spawn": a fresh interpreter, no forked torch or
+  CUDA state) with its share of the CPU threads, so a worker killed outright fails only its step.
 * ``slurm``: :class:`Submitit`, one Slurm job per task through submitit's ``AutoExecutor``
   (the task and its config are pickled to a shared folder and run by ``sbatch``), with the
   ``[slurm]`` table's resources.
@@ -30,6 +30,7 @@ import concurrent.futures as cf
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -121,18 +122,50 @@ def _message(e: BaseException) -> str:
     """One line for a task's error, whichever launcher carried it back."""
     if isinstance(e, ClirkitError):
         return e.one_line()
+    if isinstance(e, WorkerDied):
+        return str(e)
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted ({e})" if str(e) else "interrupted"
     if type(e).__module__.startswith("submitit"):
-        # submitit hands back the job's traceback as text: its last line is the error itself
-        lines = [x for x in str(e).splitlines() if x.strip() and not x.startswith("-" * 5)]
-        for i, line in enumerate(lines):
-            if line.startswith("Traceback") and i + 1 < len(lines):
-                tail = [x for x in lines[i:] if not x.startswith((" ", "Traceback", "You can check"))]
-                if tail:
-                    return tail[0].removeprefix("clirkit.errors.ClirkitError: ")
-        return lines[0] if lines else type(e).__name__
+        return job_error(str(e))
     return f"{type(e).__name__}: {e}"
+
+
+def job_error(text: str) -> str:
+    """One line for the error of a submitit job (``str`` of the exception ``job.result()`` raised).
+
+    A job that raised hands back its traceback as text: the line is the error it ended with
+    (the last exception of the traceback, as ``Type: message`` without the module path; a
+    ClirkitError as its own line), not the frames above it nor the exception it was raised
+    from. A job that ended without a result (killed, out of time) gives its state and the last
+    line of its error stream, if any.
+    """
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if starts:
+        error: list[str] = []
+        for line in lines[starts[-1] + 1:]:
+            if not error and (line.startswith(" ") or not line.strip()):
+                continue  # the frames of the traceback
+            if not line.strip() or line.startswith("-" * 5):
+                break  # the end of the error (a message may go on over several lines)
+            error.append(line.strip())
+        if error:
+            first = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?::|$))", "", error[0])  # clirkit.errors.X -> X
+            first = first.removeprefix("ClirkitError: ")
+            if first.startswith("KeyboardInterrupt"):
+                first = "interrupted" + (f" ({first.partition(': ')[2]})" if ": " in first else "")
+            return " ".join([first, *error[1:]])
+    state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
+    if state:
+        job = re.match(r"Job (\S+)", text)
+        stream = text.split("Error stream produced:", 1)
+        last = [x.strip() for x in stream[1].splitlines() if x.strip() and not x.startswith("-" * 5)][-1:] \
+            if len(stream) > 1 else []
+        return (f"its job {job.group(1) if job else ''} ended without a result (state {state.group(1)})"
+                + (f": {last[0]}" if last else ""))
+    rest = [x.strip() for x in lines if x.strip() and not x.startswith("-" * 5)]
+    return rest[-1] if rest else "the job failed"
 
 
 def run_graph(tasks: list[Task], launch: Launch) -> Outcome:
@@ -186,7 +219,12 @@ def run_graph(tasks: list[Task], launch: Launch) -> Outcome:
                     handle.set_result(plan.value)
                 else:
                     log.info("%s: started", task.key)
-                    handle = launch.submit(task.key, plan.fn, *plan.args)
+                    try:
+                        handle = launch.submit(task.key, plan.fn, *plan.args)
+                    except Exception as e:  # noqa: BLE001 - e.g. sbatch refused the job: this task fails
+                        out.failed[task.key] = _message(e)
+                        log.error("%s: failed: %s", task.key, out.failed[task.key])
+                        continue
                 running[handle] = task
             if not running:
                 if pending and not any(all(a in out.results for a in t.after) for t in pending):
@@ -261,45 +299,89 @@ def _init_worker(threads: int, level: int) -> None:
     logging.getLogger("clirkit").setLevel(level)
 
 
+class WorkerDied(RuntimeError):
+    """The worker process of a step died without a result (killed outright, out of memory)."""
+
+
+def _death(exitcode: int | None) -> str:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name} (signal {-exitcode})"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}" if exitcode is not None else "no exit code"
+
+
 class LocalPool(Launch):
-    """``jobs`` worker processes on this machine (``ProcessPoolExecutor``, "spawn" context)."""
+    """``jobs`` steps at once on this machine, each in its own one-worker process pool
+    (``ProcessPoolExecutor``, "spawn" context: a fresh interpreter, no forked torch or CUDA state).
+
+    One pool per step isolates the steps: a worker killed outright (SIGKILL, the out-of-memory
+    killer) breaks only its own pool, so only its step fails (:class:`WorkerDied`, and the steps
+    that wait for it are skipped) and the steps running beside it finish with their results; the
+    next run of the grid redoes the failed one. A shared pool would fail every step in flight
+    with ``BrokenProcessPool``.
+    """
 
     def __init__(self, jobs: int) -> None:
         self.capacity = jobs
         self.jobs = jobs
-        self.pool = self._new_pool()
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        self.pools: dict[cf.Future, cf.ProcessPoolExecutor] = {}  # by the handle submit returned
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        import multiprocessing
-
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        return cf.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(threads, log.getEffectiveLevel()))
+    def _reap(self) -> None:
+        """Shut down the pools whose step is over (their worker has exited or died)."""
+        for handle in [h for h in self.pools if h.done()]:
+            self.pools.pop(handle).shutdown(wait=True)
 
     def submit(self, name: str, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        try:
-            return self.pool.submit(fn, *args)
-        except cf.process.BrokenProcessPool:
-            # a worker was killed outright (SIGKILL, out of memory): the calls it took down have
-            # failed already; the rest of the grid gets fresh workers
-            log.warning("a worker process died; starting new workers")
-            self.pool.shutdown(wait=False)
-            self.pool = self._new_pool()
-            return self.pool.submit(fn, *args)
+        import multiprocessing
+
+        self._reap()
+        pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(self.threads, log.getEffectiveLevel()))
+        inner = pool.submit(fn, *args)
+        workers = list(getattr(pool, "_processes", {}).values())  # started by submit ("spawn" starts them there)
+        handle: cf.Future = cf.Future()
+
+        def relay(done: cf.Future) -> None:
+            if done.cancelled():
+                handle.cancel()
+                return
+            error = done.exception()
+            if isinstance(error, cf.process.BrokenProcessPool):
+                if workers:
+                    workers[0].join(timeout=5)  # dead already: this only collects its exit status
+                code = workers[0].exitcode if workers else None
+                error = WorkerDied(f"its worker process died ({_death(code)}); run the grid again to redo it")
+            if error is not None:
+                handle.set_exception(error)
+            else:
+                handle.set_result(done.result())
+
+        inner.add_done_callback(relay)
+        self.pools[handle] = pool
+        return handle
 
     def wait(self, handles: list[Any]) -> list[Any]:
         done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        self._reap()
         return list(done)
 
     def cancel(self, handles: list[Any]) -> None:
         # SIGTERM to the workers: the runs they hold end "failed" and renamed into place
         # (clirkit.rundir.start_run), ready to be redone by the next run of the grid
-        for process in list(getattr(self.pool, "_processes", {}).values()):
-            process.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools.values():
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.pools.clear()
 
 
 class Submitit(Launch):
@@ -322,8 +404,21 @@ class Submitit(Launch):
         self.executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
 
     def submit(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Submit one job; a refused submission (sbatch's error: a bad partition, account or time
+        limit) is a ClirkitError with sbatch's last line, which fails this step only."""
+        import contextlib
+        import io
+
         self.executor.update_parameters(name=f"clirkit {name}")
-        job = self.executor.submit(fn, *args)
+        said = io.StringIO()  # submitit also prints sbatch's error: it goes into the one line instead
+        try:
+            with contextlib.redirect_stderr(said):
+                job = self.executor.submit(fn, *args)
+        except Exception as e:  # noqa: BLE001 - submitit raises its job error (or OSError) for sbatch's
+            lines = [x.strip() for x in f"{said.getvalue()}\n{e}".splitlines() if x.strip()]
+            raise ClirkitError(f"the job was not submitted: {lines[-1] if lines else type(e).__name__}",
+                               fix="check the [slurm] table (partition, time, resources, additional_parameters "
+                                   "such as the account)") from e
         log.info("%s: job %s (logs %s)", name, job.job_id, job.paths.stderr)
         return job
 

@@ -7,9 +7,10 @@ the GUIDE's promise).
    still have its recorded sha256; a changed or vanished file is named and nothing runs.
 3. The configuration runs inside :func:`clirkit.rundir.fresh_run`: no completed run, stored
    index or cache entry is reused, so a corrupted artefact cannot be "reproduced".
-4. The results (:func:`clirkit.runs.run_results`; for an index, the embeddings and document
-   ids) are compared row by row; the verdict goes to ``metrics/reproduce.csv`` of the new
-   directory and to the console. Timings and paths are never compared.
+4. The results (:func:`clirkit.runs.run_results`; for an index, :func:`compare_index`: document
+   ids, embeddings, token offsets and, exactly, the FAISS file) are compared row by row; the
+   verdict goes to ``metrics/reproduce.csv`` of the new directory (before it is marked
+   completed) and to the console. Timings and paths are never compared.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pydantic import Field
 from clirkit.config import Config, build
 from clirkit.data.formats import sha256_file
 from clirkit.errors import ClirkitError
-from clirkit.rundir import fresh_run, read_json, write_json
-from clirkit.runs import KEYS, is_run, run_results, status_of
+from clirkit.rundir import Run, before_completed, fresh_run, read_json
+from clirkit.runs import KEYS, grid_children, require_completed, run_results
 
 log = logging.getLogger("clirkit")
 VERDICT = [*KEYS, "recorded", "reproduced", "difference", "verdict"]
@@ -81,13 +82,7 @@ def _commands() -> dict[str, tuple[type[Config], Any]]:
 
 def check_reproducible(run: Path) -> dict[str, Any]:
     """The recorded configuration of ``run``, or a ClirkitError (exit 2) saying why it cannot be reproduced."""
-    if not is_run(run):
-        raise ClirkitError("not an experiment directory (no config.json and status.json)", path=run,
-                           fix="pass a folder of the runs directory (clirkit runs list)")
-    status = status_of(run)
-    if status != "completed":
-        raise ClirkitError(f"the run is {status}, not completed", path=run,
-                           fix="reproduce a completed run (clirkit runs list shows their status)")
+    require_completed(run)
     config = read_json(run / "config.json")
     command = config.get("command")
     if command not in ("index", "eval", "distill", "attack", "run"):
@@ -106,20 +101,16 @@ def check_reproducible(run: Path) -> dict[str, Any]:
     return config
 
 
-def _children(run: Path) -> list[Path]:
-    try:
-        children = read_json(run / "children.json")
-    except ClirkitError:
-        return []
-    return [Path(c["run"]) for items in children.values() if isinstance(items, list)
-            for c in items if isinstance(c, dict) and "run" in c]
-
-
 def recorded_inputs(run: Path) -> dict[str, str]:
-    """``file -> sha256`` of every input of ``run``; a grid adds its children's inputs, except the
-    files its own children produced (their checkpoints are made again)."""
+    """``file -> sha256`` of every input of ``run``; a grid adds its children's inputs (its steps,
+    found beside it: :func:`clirkit.runs.grid_children`), except the files its own children
+    produced (their checkpoints are made again).
+
+    Raises:
+        ClirkitError: a step of the grid is missing (its inputs cannot be checked).
+    """
     inputs: dict[str, str] = {}
-    children = _children(run)
+    children = grid_children(run)
     for source in (run, *children):
         try:
             groups = read_json(source / "manifest.json").get("inputs", {})
@@ -127,9 +118,10 @@ def recorded_inputs(run: Path) -> dict[str, str]:
             continue
         for files in groups.values():
             inputs.update(files)
-    produced = [c.resolve() for c in children]
-    return {f: d for f, d in inputs.items()
-            if not any(Path(f).resolve().is_relative_to(c) for c in produced)}
+    # a child's files, by its run id (unique) in the path: the recorded path may be relative to
+    # the grid's working directory, or point to where the runs directory was before it moved
+    produced = {c.name for c in children}
+    return {f: d for f, d in inputs.items() if produced.isdisjoint(Path(f).parts)}
 
 
 def changed_inputs(inputs: dict[str, str]) -> list[tuple[str, str]]:
@@ -167,32 +159,65 @@ def compare_results(recorded: pd.DataFrame, reproduced: pd.DataFrame, atol: floa
     return pd.DataFrame(rows, columns=VERDICT)
 
 
+def _mismatches(a: list | np.ndarray, b: list | np.ndarray) -> int:
+    """Positions where two sequences differ, plus the difference of their lengths."""
+    n = min(len(a), len(b))
+    return int(np.count_nonzero(np.asarray(a[:n]) != np.asarray(b[:n]))) + abs(len(a) - len(b))
+
+
 def compare_index(recorded: Path, reproduced: Path, atol: float) -> pd.DataFrame:
-    """Document ids (identical, in order) and the largest absolute difference of the embeddings
-    (and of the token embeddings of a maxsim index)."""
+    """An index's verdict rows: the document ids (identical, in order); the largest absolute
+    difference of the embeddings (and of a maxsim index's token embeddings); a maxsim index's
+    token offsets (integers: identical); and, when exactness is asked (``atol`` 0), the sha256
+    of the FAISS index file (with a tolerance its bytes may differ as the vectors may)."""
     rows = []
 
     def ids(p: Path) -> list[str]:
         return (p / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[:-1] if (p / "doc_ids.txt").is_file() \
             else []
 
-    a, b = ids(recorded), ids(reproduced)
-    mismatched = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
-    rows.append({"measure": "doc_ids", "recorded": float(len(a)), "reproduced": float(len(b)),
-                 "difference": float(mismatched), "verdict": "OK" if mismatched == 0 else "DIFF"})
-    for name in ("embeddings.npy", "tokens.npy"):
-        if not (recorded / name).is_file() and not (reproduced / name).is_file():
-            continue
+    def row(measure: str, recorded_value: float, reproduced_value: float, diff: float, ok: bool) -> None:
+        rows.append({"measure": measure, "recorded": recorded_value, "reproduced": reproduced_value,
+                     "difference": diff, "verdict": "OK" if ok else "DIFF"})
+
+    def present(name: str) -> bool:
+        return (recorded / name).is_file() or (reproduced / name).is_file()
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         try:
-            x = np.load(recorded / name, mmap_mode="r")
-            y = np.load(reproduced / name, mmap_mode="r")
-            diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) \
-                if x.shape == y.shape and x.size else (0.0 if x.shape == y.shape else math.inf)
-            sizes = float(x.shape[0]), float(y.shape[0])
-        except (OSError, ValueError):  # a truncated or overwritten .npy is a disagreement, not a crash
-            diff, sizes = math.inf, (math.nan, math.nan)
-        rows.append({"measure": f"{name} max |diff|", "recorded": sizes[0], "reproduced": sizes[1],
-                     "difference": diff, "verdict": "OK" if diff <= atol else "DIFF"})
+            return np.load(recorded / name, mmap_mode="r"), np.load(reproduced / name, mmap_mode="r")
+        except (OSError, ValueError):  # missing, truncated or overwritten: a disagreement, not a crash
+            return None
+
+    a, b = ids(recorded), ids(reproduced)
+    mismatched = _mismatches(a, b)
+    row("doc_ids", float(len(a)), float(len(b)), float(mismatched), mismatched == 0)
+    for name in ("embeddings.npy", "tokens.npy"):
+        if not present(name):
+            continue
+        pair = load(name)
+        if pair is None:
+            row(f"{name} max |diff|", math.nan, math.nan, math.inf, False)
+            continue
+        x, y = pair
+        diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) \
+            if x.shape == y.shape and x.size else (0.0 if x.shape == y.shape else math.inf)
+        row(f"{name} max |diff|", float(x.shape[0]), float(y.shape[0]), diff, diff <= atol)
+    if present("token_offsets.npy"):  # which tokens belong to which document: integers, exact at any atol
+        pair = load("token_offsets.npy")
+        if pair is None:
+            row("token_offsets.npy mismatches", math.nan, math.nan, math.inf, False)
+        else:
+            mismatched = _mismatches(*pair)
+            row("token_offsets.npy mismatches", float(len(pair[0])), float(len(pair[1])), float(mismatched),
+                mismatched == 0)
+    if atol == 0 and present("index.faiss"):
+        digests = [sha256_file(p / "index.faiss") if (p / "index.faiss").is_file() else None
+                   for p in (recorded, reproduced)]
+        same = digests[0] is not None and digests[0] == digests[1]
+        sizes = [float((p / "index.faiss").stat().st_size) if (p / "index.faiss").is_file() else math.nan
+                 for p in (recorded, reproduced)]
+        row("index.faiss sha256", sizes[0], sizes[1], 0.0 if same else 1.0, same)
     df = pd.DataFrame(rows)
     for k in KEYS:
         if k not in df.columns:
@@ -220,8 +245,13 @@ def print_verdict(table: pd.DataFrame, title: str, labels: tuple[str, str] = ("r
 def reproduce(run: Path, atol: float = 0.0) -> Reproduction:
     """Check the inputs of ``run``, re-run its configuration from scratch beside it, compare.
 
+    The verdict (``metrics/reproduce.csv``, and ``reproduces`` in the manifest) is written
+    before the new run is marked completed (:func:`clirkit.rundir.before_completed`), so a
+    completed reproduction always has its verdict.
+
     Args:
-        run: a completed experiment directory.
+        run: a completed experiment directory (resolved first: ``.`` or a relative path name the
+            same runs directory from anywhere).
         atol: largest absolute difference accepted per result (0: exact).
 
     Returns:
@@ -230,25 +260,31 @@ def reproduce(run: Path, atol: float = 0.0) -> Reproduction:
     Raises:
         ClirkitError: ``run`` is not a completed, reproducible experiment directory.
     """
+    run = Path(run).resolve()
     config = check_reproducible(run)
     changed = changed_inputs(recorded_inputs(run))
     if changed:
         return Reproduction(run, None, changed)
     command = config.pop("command")
     cls, fn = _commands()[command]
-    config["runs_dir"] = str(run.parent)  # beside the original, wherever it was recorded from
+    # beside the original; its recorded spelling of that folder if it still names it from here
+    recorded = config.get("runs_dir")
+    config["runs_dir"] = recorded if recorded and Path(recorded).resolve() == run.parent else str(run.parent)
     cfg = build(cls, str(run / "config.json"), **config)
-    with fresh_run():
+    tables: list[pd.DataFrame] = []
+
+    def judge(new: Run) -> None:
+        table = compare_index(run / "index", new.path / "index", atol) if command == "index" \
+            else compare_results(run_results(run), run_results(new.path), atol)
+        table.to_csv(new.sub("metrics") / "reproduce.csv", index=False)
+        new.record(reproduces=str(run))
+        tables.append(table)
+
+    with fresh_run(), before_completed(judge):
         new = fn(cfg) if command != "run" else fn(cfg, str(run / "config.json"))
-    if command == "index":
-        table = compare_index(run / "index", new / "index", atol)
-    else:
-        table = compare_results(run_results(run), run_results(new), atol)
-    manifest = read_json(new / "manifest.json")
-    write_json(new / "manifest.json", {**manifest, "reproduces": str(run)})
-    (new / "metrics").mkdir(exist_ok=True)
-    table.to_csv(new / "metrics" / "reproduce.csv", index=False)
-    return Reproduction(run, new, [], table)
+    if not tables:
+        raise RuntimeError(f"the {command} command returned {new} without starting a run")
+    return Reproduction(run, Path(new), [], tables[0])
 
 
 def run_reproduce(cfg: ReproduceConfig) -> Reproduction:
@@ -259,11 +295,11 @@ def run_reproduce(cfg: ReproduceConfig) -> Reproduction:
     if result.changed:
         for f, why in result.changed:
             err.print(f"[bold red]input {why}:[/] {f}", highlight=False, soft_wrap=True)
-        err.print(f"{len(result.changed)} input(s) of {cfg.run} differ from the recorded sha256; nothing was run",
-                  highlight=False, soft_wrap=True)
+        err.print(f"{len(result.changed)} input(s) of {result.original} differ from the recorded sha256; "
+                  "nothing was run", highlight=False, soft_wrap=True)
         return result
     assert result.path is not None
-    print_verdict(result.table, f"{cfg.run.name} reproduced as {result.path.name}")
+    print_verdict(result.table, f"{result.original.name} reproduced as {result.path.name}")
     n_diff = int((result.table["verdict"] != "OK").sum())
     err.print(f"{'all agree' if result.agree else f'{n_diff} of {len(result.table)} results differ'} "
               f"(atol {cfg.atol:g}); verdict in {result.path / 'metrics' / 'reproduce.csv'}",

@@ -2,12 +2,14 @@
 
 Layout (see GUIDE.md)::
 
-    <runs_dir>/<YYYYmmdd-HHMMSS>-<command>-<hash8>/
+    <runs_dir>/<YYYYmmdd-HHMMSS>-<command>-<hash8>[-<n>]/
       config.json  manifest.json  status.json  log.txt  metrics/  plots/ ...
 
-A run is written under ``.<id>.tmp`` and renamed to ``<id>`` when it ends. A failed run is
-renamed too, with status ``failed`` and the error, so it can be inspected; nothing else is
-ever touched and an existing directory is never overwritten.
+The time is the start in UTC (:func:`run_stamp`); ``-<n>`` is a clash counter, taken only if
+another run already holds the name (:func:`claim_dir`). A run is written under ``.<id>.tmp``
+and renamed to ``<id>`` when it ends. A failed run is renamed too, with status ``failed`` and
+the error, so it can be inspected; nothing else is ever touched and an existing directory is
+never overwritten.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -58,7 +61,7 @@ def fresh_run() -> Iterator[None]:
 
     saved = {k: os.environ.get(k) for k in (NO_REUSE_ENV, "CLIRKIT_CACHE")}
     cache = tempfile.mkdtemp(prefix="clirkit-fresh-cache-")
-    os.environ.update({NO_REUSE_ENV: datetime.now().strftime("%Y%m%d-%H%M%S"), "CLIRKIT_CACHE": cache})
+    os.environ.update({NO_REUSE_ENV: run_stamp(), "CLIRKIT_CACHE": cache})
     try:
         yield
     finally:
@@ -68,6 +71,27 @@ def fresh_run() -> Iterator[None]:
             else:
                 os.environ[k] = v
         shutil.rmtree(cache, ignore_errors=True)
+
+
+#: the hook of :func:`before_completed`, taken by the next run that starts
+_BEFORE_COMPLETED: ContextVar[Callable[[Run], None] | None] = ContextVar("clirkit_before_completed", default=None)
+
+
+@contextmanager
+def before_completed(hook: Callable[[Run], None]) -> Iterator[None]:
+    """Within the block, the next run to start calls ``hook(run)`` after its body succeeded and
+    before it is marked completed and renamed into place.
+
+    ``clirkit reproduce`` writes its verdict this way: the reproduction is only ever seen
+    completed with its verdict, and a kill while the verdict is written leaves it ``failed``.
+    The hook belongs to the outermost run only (a grid, not its steps) and runs under the same
+    SIGTERM-as-interrupt handling as the body; if it raises, the run fails.
+    """
+    token = _BEFORE_COMPLETED.set(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_COMPLETED.reset(token)
 
 
 def reuse_allowed() -> bool:
@@ -91,7 +115,42 @@ def cache_root() -> Path:
 
 
 def now() -> str:
+    """The time in ISO 8601, UTC, to the second (a manifest's ``started`` and ``ended``)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_stamp(when: datetime | None = None) -> str:
+    """The time part of a run id (``YYYYmmdd-HHMMSS``), in UTC: ids sort by start time on every
+    machine sharing a runs directory (a laptop and a cluster), whatever its time zone."""
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def run_digest(cfg: Config) -> str:
+    """The hash part of a run id: 8 hex digits of the configuration, the time in ns and the process."""
+    return hashlib.sha256(json.dumps([cfg.resolved(), time.time_ns(), os.getpid()],
+                                     sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _numbered(base: str, n: int) -> str:
+    return base if n == 0 else f"{base}-{n}"
+
+
+def claim_dir(parent: Path, base: str, template: str = "{}", start: int = 0) -> tuple[int, Path]:
+    """Create the folder ``parent / template.format(name)`` for the first free name among
+    ``base``, ``base-1``, ``base-2``, ... (from counter ``start``); return the counter and the folder.
+
+    ``os.mkdir`` is the claim: it fails if the folder exists, atomically, so two processes (two
+    runs started in the same second, on one machine or on two nodes of a shared file system)
+    never take the same name; the loser tries the next counter.
+    """
+    n = start
+    while True:
+        path = parent / template.format(_numbered(base, n))
+        try:
+            os.mkdir(path)
+            return n, path
+        except FileExistsError:
+            n += 1
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -155,11 +214,11 @@ class Run:
         self.command = command
         self.cfg = cfg
         self.seed = seed
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        digest = hashlib.sha256(json.dumps([cfg.resolved(), time.time_ns(), os.getpid()],
-                                           sort_keys=True).encode()).hexdigest()[:8]
-        self.id = f"{stamp}-{command}-{digest}"
-        self.final = runs_dir / self.id
+        started = datetime.now(UTC)
+        #: the id without its clash counter; ``id`` is the name claimed (:meth:`claim`)
+        self.base = f"{run_stamp(started)}-{command}-{run_digest(cfg)}"
+        self.counter = 0
+        self.id = self.base
         self.path = runs_dir / f".{self.id}.tmp"
         self.manifest: dict[str, Any] = {
             "id": self.id,
@@ -172,9 +231,27 @@ class Run:
                          "processor": platform.processor(), "cpus": os.cpu_count()},
             "device": None,  # device_info() of what the run computes on: set by start_run
             "inputs": {},
-            "started": now(),
+            "started": started.isoformat(timespec="seconds"),
             "ended": None,
         }
+
+    @property
+    def final(self) -> Path:
+        """Where the run goes when it ends: ``<runs_dir>/<id>`` (unless a run takes that name
+        meanwhile: then the next counter, :meth:`claim_final`)."""
+        return self.runs_dir / self.id
+
+    def claim(self) -> None:
+        """Create the run's ``.<id>.tmp`` folder (:func:`claim_dir`: a clash takes the next counter)."""
+        self.counter, self.path = claim_dir(self.runs_dir, self.base, ".{}.tmp")
+        self.id = self.manifest["id"] = _numbered(self.base, self.counter)
+
+    def claim_final(self) -> Path:
+        """Claim the run's final name (its id, or the next free counter if a run of that name
+        exists already) as an empty folder for the rename; the manifest records the name taken."""
+        self.counter, final = claim_dir(self.runs_dir, self.base, start=self.counter)
+        self.id = self.manifest["id"] = final.name
+        return final
 
     def sub(self, name: str) -> Path:
         """A sub-folder of the run (metrics, plots, index, checkpoint), created on demand."""
@@ -264,7 +341,7 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
         from clirkit.device import device_info
 
         run.manifest["device"] = device_info(*runtime)
-    run.path.mkdir()
+    run.claim()
     write_json(run.path / "config.json", config_record(command, cfg, seed))
     write_json(run.path / "manifest.json", run.manifest)
     run.status("running")
@@ -273,9 +350,13 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     handler = _attach_log(run.path / "log.txt")
     log.info("run %s: %s", run.id, command)
     error: BaseException | None = None
+    hook = _BEFORE_COMPLETED.get()
+    token = _BEFORE_COMPLETED.set(None)  # the runs nested in this one (a grid's steps) do not call it
     try:
         with terminate_as_interrupt():
             yield run
+            if hook is not None:
+                hook(run)
     except BaseException as e:  # also KeyboardInterrupt: a killed run must say so
         error = e
         message = e.one_line() if isinstance(e, ClirkitError) else f"{type(e).__name__}: {e}"
@@ -285,17 +366,14 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
         run.status("failed", error=message)
         raise
     finally:
+        _BEFORE_COMPLETED.reset(token)
+        log.removeHandler(handler)
+        handler.close()
+        final = run.claim_final()  # never overwrite: an empty folder of our own, replaced by the rename
         run.manifest["ended"] = now()
         write_json(run.path / "manifest.json", run.manifest)
         if error is None:
             run.status("completed")
-        log.removeHandler(handler)
-        handler.close()
-        final = run.final
-        n = 1
-        while final.exists():  # never overwrite: same second, same hash is near impossible, but
-            final = run.runs_dir / f"{run.id}-{n}"
-            n += 1
         os.replace(run.path, final)
         run.path = final
 

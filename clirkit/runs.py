@@ -3,7 +3,8 @@
 Also the one reader of a run's results in long form (:func:`run_results`), shared by
 ``clirkit reproduce`` and ``clirkit check-expected``: one row per dataset x scoring x system x
 condition x measure, from the tables each command writes (``metrics/aggregate.csv`` of eval and
-grid runs, ``metrics/robustness.csv`` of attacks, the final and best dev rows of a
+grid runs, ``metrics/robustness.csv`` of attacks, ``metrics/xglue_<task>.csv`` and
+``xglue_<task>_robustness.csv`` of XGLUE evaluations and attacks, the final and best dev rows of a
 distillation's ``metrics/training.csv``). Timings, counts and paths are not results.
 """
 
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from clirkit.config import BEST_BY, dev_column
 from clirkit.errors import ClirkitError
 from clirkit.progress import fail
 
@@ -28,8 +30,8 @@ KEYS = ["table", "dataset", "scoring", "system", "condition", "measure"]
 NOT_RESULTS = {"queries", "seeds", "train_s", "rows", "seed", "step", "epoch", "lr", "pairs_per_s"}
 #: an experiment directory's name (clirkit.rundir.Run): stamp, command, hash, clash counter
 RUN_ID = re.compile(r"\d{8}-\d{6}-([a-z]+)-[0-9a-f]{8}(?:-\d+)?")
-#: the dev measure a distillation keeps its best checkpoint by (clirkit.distill BEST_BY)
-BEST_BY = "dev_RR@10"
+#: the training.csv column of the dev measure a distillation keeps its best checkpoint by
+BEST_BY_COLUMN = dev_column(BEST_BY)
 
 app = typer.Typer(no_args_is_help=True, help="List, show and compare experiment directories.")
 
@@ -104,13 +106,17 @@ def _rows_of_table(df, table: str, fixed: dict[str, str]) -> list[dict[str, Any]
     return rows
 
 
-def _robustness_rows(df, fixed: dict[str, str]) -> list[dict[str, Any]]:
+def _robustness_rows(df, fixed: dict[str, str], label=str) -> list[dict[str, Any]]:
+    """Clean and attacked value of every row of a robustness table (an XGLUE one has a ``lang``
+    column: the language leads the condition)."""
     rows = []
     for _, r in df.iterrows():
         rate = r.get("rate")
         where = r["perturbation"] if rate is None or (isinstance(rate, float) and math.isnan(rate)) \
             else f"{r['perturbation']}@{rate:g}"
-        key = {**fixed, "system": str(r["system"]), **({"scoring": str(r["scoring"])} if "scoring" in r else {})}
+        where = f"{r['lang']} {where}" if "lang" in r else where
+        key = {**fixed, "system": label(str(r["system"])),
+               **({"scoring": str(r["scoring"])} if "scoring" in r else {})}
         for side in ("clean", "attacked"):
             rows.append({"table": "robustness", **key, "condition": f"{where} {side}", "measure": str(r["measure"]),
                          "value": float(r[side])})
@@ -127,9 +133,9 @@ def _training_rows(df, fixed: dict[str, str]) -> list[dict[str, Any]]:
     if len(evaluated):
         last = evaluated.iloc[-1]
         rows += [{"condition": "final", "measure": c, "value": float(last[c])} for c in dev]
-        if BEST_BY in df.columns and evaluated[BEST_BY].notna().any():
-            best = evaluated.loc[evaluated[BEST_BY].idxmax()]
-            rows += [{"condition": "best", "measure": BEST_BY, "value": float(best[BEST_BY])},
+        if BEST_BY_COLUMN in df.columns and evaluated[BEST_BY_COLUMN].notna().any():
+            best = evaluated.loc[evaluated[BEST_BY_COLUMN].idxmax()]
+            rows += [{"condition": "best", "measure": BEST_BY_COLUMN, "value": float(best[BEST_BY_COLUMN])},
                      {"condition": "best", "measure": "step", "value": float(best["step"])}]
     return [{"table": "training", **fixed, **r} for r in rows]
 
@@ -155,7 +161,10 @@ def run_results(run: Path):
     if agg is not None:
         rows += _rows_of_table(agg, "aggregate", fixed)
     for f in sorted(metrics.glob("xglue_*.csv")) if metrics.is_dir() else []:
-        if not f.stem.endswith("_robustness"):
+        if f.stem.endswith("_robustness"):  # attack --benchmark xglue: per language, clean and attacked
+            rows += _robustness_rows(_csv(f), {**fixed, "dataset": f.stem.removesuffix("_robustness")},
+                                     system_label)
+        else:
             rows += _rows_of_table(_csv(f), f.stem, {**fixed, "dataset": f.stem})
     rob = _csv(metrics / "robustness.csv")
     if rob is not None and {"perturbation", "measure", "clean", "attacked"} <= set(rob.columns):
@@ -181,7 +190,7 @@ def headline(run: Path, command: str) -> str:
     if res.empty:
         return ""
     if command == "distill":
-        best = res[(res.condition == "best") & (res.measure == BEST_BY)]
+        best = res[(res.condition == "best") & (res.measure == BEST_BY_COLUMN)]
         r = best.iloc[0] if len(best) else res.iloc[0]
         return f"{r.measure} {r.value:.4f}" if r.measure != "loss" else f"loss {r.value:.4g}"
     if command == "attack":
@@ -218,6 +227,45 @@ def require_run(path: Path) -> Path:
         raise ClirkitError("not an experiment directory (no config.json and status.json)", path=path,
                            fix="pass a folder of the runs directory (clirkit runs list)")
     return path
+
+
+def require_completed(path: Path) -> Path:
+    """``path`` if it is a completed experiment directory; else a ClirkitError (exit 2) naming its
+    state: a running, failed or interrupted run has no results to read (its tables may be half
+    written or missing)."""
+    require_run(path)
+    status = status_of(path)
+    if status != "completed":
+        raise ClirkitError(f"the run is {status}, not completed", path=path,
+                           fix="pass a completed run (clirkit runs list shows their status)")
+    return path
+
+
+def grid_children(run: Path) -> list[Path]:
+    """The experiment directories of a grid's steps (``children.json``), found beside the grid.
+
+    A grid's steps run in the grid's runs directory, so they are the grid's siblings; the paths
+    recorded in ``children.json`` are as the grid saw them (relative to its working directory,
+    or in a runs directory since moved), so only their names are taken. A run that is not a
+    grid has none.
+
+    Raises:
+        ClirkitError: a step named in ``children.json`` is no longer beside the grid.
+    """
+    if not (run / "children.json").is_file():
+        return []
+    children = _json(run / "children.json")
+    names = dict.fromkeys(Path(str(c["run"])).name for key, items in children.items()
+                          if isinstance(items, list) and key != "failed"  # a completed grid has no failed steps
+                          for c in items if isinstance(c, dict) and c.get("run"))
+    out = []
+    for name in names:
+        child = run.parent / name
+        if not is_run(child):
+            raise ClirkitError(f"step {name} of the grid {run.name} is missing", path=child,
+                               fix=f"put it back beside the grid in {run.parent} (children.json names it)")
+        out.append(child)
+    return out
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -304,7 +352,8 @@ def list_cmd(
             out.print(f"[bold]{r['id']}[/]\n  {r['status']} · {_started(r['started'])} · {_duration(r['seconds'])}"
                       f"{' · ' + r['headline'] if r['headline'] else ''}", highlight=False)
         return
-    # the id names the command and the local start time; the command column only when there is room
+    # the id names the command and the start time (UTC, like the started column); the command
+    # column only when there is room
     wide = out.width >= 100
     table = console_table(("id", {"no_wrap": True}), *([("command", {"no_wrap": True})] if wide else []),
                    ("status", {"no_wrap": True}), ("started UTC", {"no_wrap": True}),

@@ -124,6 +124,14 @@ def test_static_student_lowers_dev_loss(loss, bitext, tiny_model, runs_dir):
     assert any(k.endswith("train.tsv") for k in manifest["inputs"]["bitext_train"])
     assert any(k.endswith("model.safetensors") for k in manifest["inputs"]["teacher"])
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    # the checkpoint the trainer kept is the one `runs` and reproduce report as best: one BEST_BY
+    from clirkit.config import BEST_BY, dev_column
+    from clirkit.runs import run_results
+
+    best = run_results(run).query("condition == 'best'").set_index("measure")["value"]
+    assert best.index.tolist() == [dev_column(BEST_BY), "step"]
+    kept = manifest["training"]
+    assert best["step"] == kept["best_step"] and best[dev_column(BEST_BY)] == kept[f"best_{dev_column(BEST_BY)}"]
 
 
 def test_checkpoint_loads_and_pairs_with_teacher(bitext, tiny_model, runs_dir):

@@ -120,6 +120,48 @@ datasets = ["{out}"]
     assert again.exit_code == 0, again.stderr
 
 
+def test_prepare_reuses_a_folder_only_if_it_was_prepared_alike(tmp_path, tiny_model, runs_dir):
+    src = write_beir(tmp_path / "src")
+    out = tmp_path / "prepared"
+    r = runner.invoke(app, ["prepare", "beir", str(src), "--out", str(out), "--licence", "CC0"])
+    assert r.exit_code == 0, r.stderr
+    card = json.loads((out / "dataset.json").read_text())
+    assert card["prepared_with"] == {"folder": str(src), "query_lang": "", "doc_lang": "", "licence": "CC0"}
+    exp = tmp_path / "p.toml"
+    body = f"""
+name = "p"
+[[prepare]]
+source = "beir"
+folder = "{src}"
+out = "{out}"
+licence = "CC0"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[eval]
+datasets = ["{out}"]
+"""
+    exp.write_text(body, encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])  # the command line's folder, alike
+    assert r.exit_code == 0, r.stderr
+    before = sorted(runs_dir.iterdir())
+    exp.write_text(body.replace('licence = "CC0"', 'licence = "CC-BY-4.0"\ndoc_lang = "en"'), encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    line = " ".join(r.stderr.split())
+    assert f"{out}: the dataset here was prepared differently" in line
+    assert "doc_lang='' where the [[prepare]] entry asks doc_lang='en'" in line
+    assert "licence='CC0' where the [[prepare]] entry asks licence='CC-BY-4.0'" in line
+    assert f"give the entry another out, or remove {out}" in line
+    assert sorted(runs_dir.iterdir()) == before  # refused before any work
+    assert json.loads((out / "dataset.json").read_text()) == card
+    del card["prepared_with"]  # a folder prepared before cards recorded how: reused, with a warning
+    (out / "dataset.json").write_text(json.dumps(card), encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 0, r.stderr
+    assert "does not record how it was prepared" in " ".join(r.stderr.split())
+
+
 def test_full_grid_distill_eval_attack_report(tmp_path, tiny_model, beir5, runs_dir, monkeypatch):
     """The demo's path on tiny assets: a distilled student (ot+mse with augmentation) and the
     teacher, evaluated, attacked randomly and greedily, and reported."""

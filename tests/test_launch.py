@@ -3,6 +3,7 @@ process; a failed or killed step fails only itself and is redone by the next run
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,107 @@ def test_pool_runs_ready_tasks_together_and_a_failure_stops_only_its_dependents(
     assert out.results["both"] == [out.results["a"], out.results["b"]]  # ran after both, with their results
     assert out.failed == {"bad": "ValueError: boom"}
     assert out.skipped == {"after-bad": "bad"} and out.results["reused"] == "old run"
+
+
+def _meet_then_work(folder: str, name: str, seconds: float) -> int:
+    """Meet the other task, then go on working: still running when the other dies."""
+    _meet(folder, name)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _meet_then_die(folder: str, name: str) -> None:
+    """Meet the other task, then kill this worker outright (as the out-of-memory killer would)."""
+    _meet(folder, name)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_fails_only_its_own_step(tmp_path):
+    """A real SIGKILL of a worker while another step runs beside it: only the killed step fails
+    (and the step waiting for it is skipped); the other finishes with its result, and a step
+    launched afterwards gets a worker of its own."""
+    (tmp_path / "barrier").mkdir()
+    barrier = str(tmp_path / "barrier")
+    tasks = [
+        Task("alive", lambda _: Call(_meet_then_work, (barrier, "alive", 3.0))),
+        Task("killed", lambda _: Call(_meet_then_die, (barrier, "killed"))),
+        Task("after-killed", lambda _: Done("never"), after=("killed",)),
+        Task("after-alive", lambda done: Call(_pair, (done["alive"], os.getpid())), after=("alive",)),
+    ]
+    out = run_graph(tasks, LocalPool(2))
+    assert out.failed == {"killed": "its worker process died (killed by SIGKILL (signal 9)); run the grid "
+                                    "again to redo it"}
+    assert isinstance(out.results["alive"], int) and out.results["alive"] != os.getpid()
+    assert out.results["after-alive"] == [out.results["alive"], os.getpid()]
+    assert out.skipped == {"after-killed": "killed"}
+
+
+def _chained_error() -> None:
+    try:
+        {}["key"]
+    except KeyError as e:
+        raise ValueError("the step's own error") from e
+
+
+def _user_error() -> None:
+    from clirkit.errors import ClirkitError
+
+    raise ClirkitError("model not found", path="/nowhere/model", fix="pass a model folder")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_submitit_job_errors_are_their_last_line(tmp_path):
+    """Real submitit jobs (the LocalExecutor: each a subprocess run by submitit's job runner): the
+    message is the error the job ended with, not its traceback nor the exception it came from."""
+    from clirkit.launch import SlurmOptions, Submitit
+
+    tasks = [Task("chained", lambda _: Call(_chained_error)), Task("user", lambda _: Call(_user_error)),
+             Task("killed", lambda _: Call(_die)), Task("fine", lambda _: Call(_pair, (1, 2)))]
+    out = run_graph(tasks, Submitit(tmp_path / "jobs", SlurmOptions(), jobs=None, cluster="local", poll_s=0.2))
+    assert out.results == {"fine": [1, 2]}
+    assert out.failed["chained"] == "ValueError: the step's own error"
+    assert out.failed["user"] == "/nowhere/model: model not found -- pass a model folder"
+    assert re.fullmatch(r"its job \d+ ended without a result \(state \w+\)", out.failed["killed"]), out.failed
+
+
+def test_a_refused_slurm_submission_fails_its_step_not_the_grid(tmp_path, tiny_model, beir5, runs_dir, monkeypatch):
+    """sbatch refuses every job (as for a bad account): each step fails with sbatch's line, the grid
+    ends failed with one error line, no traceback. Real submitit, with an sbatch that says no."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account "
+                                    "or account/partition combination specified' >&2\nexit 1\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it is on a cluster
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    exp = tmp_path / "grid.toml"
+    exp.write_text(f"""
+name = "refused"
+launcher = "slurm"
+[[systems]]
+name = "zero-shot"
+model = "{tiny_model}"
+[eval]
+datasets = ["{beir5}"]
+measures = ["nDCG@10"]
+""", encoding="utf-8")
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr
+    assert not any(line.startswith("sbatch:") for line in r.stderr.splitlines())  # not dumped on its own
+    line = " ".join(r.stderr.split())
+    assert (f"step eval zero-shot seed 0 {beir5} dense failed: the job was not submitted: sbatch: error: Batch job "
+            "submission failed: Invalid account or account/partition combination specified") in line
+    grid = next(p for p in runs_dir.iterdir() if "-run-" in p.name)
+    assert json.loads((grid / "status.json").read_text())["status"] == "failed"
+    (failed,) = json.loads((grid / "children.json").read_text())["failed"]
+    assert failed["step"] == f"eval zero-shot seed 0 {beir5} dense" and "Invalid account" in failed["error"]
 
 
 # --------------------------------------------------------------------------- grids
@@ -164,7 +266,10 @@ def _holder(folder: Path, parent: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_model, beir5, runs_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_model, beir5, runs_dir, sig):
+    """SIGTERM: the step's run ends failed, renamed; SIGKILL (no chance to clean up): its worker
+    dies, the step fails alone all the same, and the next run of the grid redoes it."""
     env = {**_subprocess_env(), "CLIRKIT_CACHE": str(tmp_path / "cache")}
     exp = _grid(tmp_path, tiny_model, beir5, epochs=3, seeds="[0]")
     proc = subprocess.Popen([sys.executable, "-m", "clirkit", "--runs-dir", str(runs_dir), "run", str(exp),
@@ -177,19 +282,25 @@ def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_mo
             pid = _holder(running[0], proc.pid) if running else None
             time.sleep(0.02)
         assert pid is not None, "never saw the distillation running"
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         _, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 2
     line = " ".join(stderr.split())
-    assert "step distill student seed 0 failed: interrupted" in line and "1 step(s) not run" in line
+    why = "interrupted" if sig == signal.SIGTERM else "its worker process died (killed by SIGKILL (signal 9))"
+    assert f"step distill student seed 0 failed: {why}" in line and "1 step(s) not run" in line
 
     grid = next(p for p in runs_dir.iterdir() if "-run-" in p.name)
     assert json.loads((grid / "status.json").read_text())["status"] == "failed"
     children = json.loads((grid / "children.json").read_text())
-    killed = Path(children["failed"][0]["run"])
-    assert "-distill-" in killed.name and json.loads((killed / "status.json").read_text())["status"] == "failed"
+    if sig == signal.SIGTERM:
+        killed = Path(children["failed"][0]["run"])
+        assert "-distill-" in killed.name and json.loads((killed / "status.json").read_text())["status"] == "failed"
+    else:  # killed outright: its directory is left as it was, under its temporary name
+        assert children["failed"][0]["run"] is None
+        (left,) = runs_dir.glob(".*-distill-*.tmp")
+        assert json.loads((left / "status.json").read_text())["status"] == "running"
     assert [c["system"] for c in children["eval"]] == ["zero-shot"]  # the step that did not wait for it
     assert json.loads((Path(children["eval"][0]["run"]) / "status.json").read_text())["status"] == "completed"
     assert children["skipped"] == [{"step": f"eval student seed 0 {beir5} dense", "waits_for":

@@ -92,10 +92,64 @@ def test_changed_input_is_named_and_nothing_runs(eval_run, beir5, runs_dir):
     r = invoke("reproduce", eval_run)
     assert r.exit_code == 1
     assert "input changed" in r.stderr and "corpus.jsonl" in r.stderr
+    assert r.stdout == ""  # no path: `tail -1` of a script must not take the old run for a new one
     assert runs(runs_dir) == before  # nothing ran, no directory was made
     (beir5 / "queries.jsonl").unlink()
     r = invoke("reproduce", eval_run)
     assert r.exit_code == 1 and "input vanished" in r.stderr and "queries.jsonl" in r.stderr
+
+
+def test_reproduce_a_relative_path_or_dot_writes_beside_the_run(eval_run, runs_dir, monkeypatch):
+    monkeypatch.chdir(eval_run)
+    inside = runs(eval_run)
+    r = invoke("reproduce", ".")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    new = last_path(r)
+    assert new.parent == runs_dir and new.name != eval_run.name  # not inside the run, not in the cwd
+    assert runs(eval_run) == inside
+    assert json.loads((new / "manifest.json").read_text())["reproduces"] == str(eval_run)
+    monkeypatch.chdir(runs_dir.parent)
+    r = invoke("reproduce", Path(runs_dir.name) / eval_run.name)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert (runs_dir.parent / last_path(r)).resolve().parent == runs_dir
+
+
+def test_the_verdict_is_written_before_the_reproduction_completes(eval_run, runs_dir, monkeypatch):
+    """A kill (SIGTERM) while the verdict is computed leaves the reproduction failed, never a
+    completed run without metrics/reproduce.csv."""
+    import os
+    import signal
+
+    import clirkit.reproduce as rep
+
+    seen = []
+
+    def killed_while_comparing(recorded, reproduced, atol):
+        tmp = [p for p in runs_dir.iterdir() if p.name.endswith(".tmp")]
+        seen.append([json.loads((p / "status.json").read_text())["status"] for p in tmp])
+        os.kill(os.getpid(), signal.SIGTERM)
+        return compare(recorded, reproduced, atol)
+
+    def interrupt(signum, frame):  # what start_run does in a run; here also outside one, for pytest's sake
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    compare = rep.compare_results
+    monkeypatch.setattr(rep, "compare_results", killed_while_comparing)
+    before = runs(runs_dir)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rep.reproduce(eval_run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [["running"]]  # compared while the new run was still running, under its .tmp name
+    (new,) = [runs_dir / n for n in runs(runs_dir) - before]
+    status = json.loads((new / "status.json").read_text())
+    assert status["status"] == "failed" and "signal" in status["error"]
+    monkeypatch.setattr(rep, "compare_results", compare)
+    result = rep.reproduce(eval_run)
+    assert result.agree and (result.path / "metrics" / "reproduce.csv").is_file()
+    assert json.loads((result.path / "status.json").read_text())["status"] == "completed"
 
 
 def test_corrupted_stored_index_is_not_reused(eval_run):
@@ -130,7 +184,9 @@ def test_reproduce_index_compares_embeddings_and_ids(tiny_model, beir5, runs_dir
     assert verdict.loc["embeddings.npy max |diff|", "difference"] == pytest.approx(0.5, abs=1e-6)
 
 
-def test_reproduce_grid_runs_every_child_again(tmp_path, tiny_model, beir5, runs_dir):
+@pytest.fixture
+def grid_run(tmp_path, tiny_model, beir5, runs_dir) -> Path:
+    """A completed one-system grid (one eval child)."""
     exp = tmp_path / "exp.toml"
     exp.write_text(f"""
 name = "tiny"
@@ -145,7 +201,53 @@ measures = ["nDCG@10", "RR@10"]
 """, encoding="utf-8")
     r = invoke("--runs-dir", runs_dir, "run", exp)
     assert r.exit_code == 0, r.stderr
-    grid = last_path(r)
+    return last_path(r)
+
+
+def test_reproduce_index_compares_token_offsets_and_the_faiss_file(tiny_model, beir5, runs_dir):
+    r = invoke("--runs-dir", runs_dir, "index", "--model", tiny_model, "--dataset", beir5, "--scoring", "maxsim")
+    run = last_path(r)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["token_offsets.npy mismatches", "recorded"] == 6  # 5 documents
+    assert verdict.loc[["token_offsets.npy mismatches", "index.faiss sha256", "tokens.npy max |diff|"],
+                       "verdict"].eq("OK").all()
+
+    def rewrite(name: str, change) -> None:
+        path = run / "index" / name
+        data = path.read_bytes() if name.endswith(".faiss") else np.load(path).copy()
+        path.unlink()  # a new file: the read-only original may be hard-linked elsewhere
+        if name.endswith(".faiss"):
+            path.write_bytes(change(data))
+        else:
+            np.save(path, change(data))
+
+    def moved(offsets):  # one token counted in the next document: same tokens, same embeddings
+        offsets[2] += 1
+        return offsets
+
+    rewrite("token_offsets.npy", moved)
+    r = invoke("reproduce", run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["token_offsets.npy mismatches", "difference"] == 1
+    assert verdict.loc["token_offsets.npy mismatches", "verdict"] == "DIFF"
+    assert verdict.loc["embeddings.npy max |diff|", "verdict"] == "OK"
+    rewrite("token_offsets.npy", lambda o: (o.__setitem__(2, o[2] - 1), o)[1])
+    rewrite("index.faiss", lambda b: b[:-1] + bytes([b[-1] ^ 1]))  # one bit of the stored index
+    r = invoke("reproduce", run)
+    assert r.exit_code == 1
+    verdict = pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").set_index("measure")
+    assert verdict.loc["index.faiss sha256", "verdict"] == "DIFF"
+    assert (verdict.drop(index="index.faiss sha256").verdict == "OK").all()
+    r = invoke("reproduce", run, "--atol", "1e-6")  # with a tolerance the bytes may differ: not compared
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "index.faiss sha256" not in set(pd.read_csv(last_path(r) / "metrics" / "reproduce.csv").measure)
+
+
+def test_reproduce_grid_runs_every_child_again(grid_run):
+    grid = grid_run
     r = invoke("reproduce", grid)
     assert r.exit_code == 0, r.stdout + r.stderr
     new = last_path(r)
@@ -156,6 +258,27 @@ measures = ["nDCG@10", "RR@10"]
     assert set(verdict.measure) == {"nDCG@10", "RR@10", "nDCG@10_sd", "RR@10_sd"}
     assert (verdict.table == "aggregate").all() and (verdict.verdict == "OK").all()
     assert json.loads((new / "config.json").read_text()) == json.loads((grid / "config.json").read_text())
+
+
+def test_reproduce_grid_finds_its_children_beside_it(grid_run, beir5, tmp_path):
+    """The runs directory moved: children.json's paths are stale, but the steps are the grid's
+    siblings, so their inputs are still checked; a step that is gone is named, exit 2."""
+    moved = tmp_path / "moved-runs"
+    shutil.move(grid_run.parent, moved)
+    grid = moved / grid_run.name
+    (child,) = [Path(c["run"]).name for c in json.loads((grid / "children.json").read_text())["eval"]]
+    assert not (grid_run.parent / child).exists() and (moved / child).is_dir()
+    with open(beir5 / "corpus.jsonl", "a", encoding="utf-8") as f:  # an input only the child records
+        f.write(json.dumps({"_id": "d6", "title": "", "text": "A new document.", "lang": "en"}) + "\n")
+    before = runs(moved)
+    r = invoke("reproduce", grid)
+    assert r.exit_code == 1 and "input changed" in r.stderr and "corpus.jsonl" in r.stderr
+    assert runs(moved) == before
+    shutil.rmtree(moved / child)
+    r = invoke("reproduce", grid)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"step {child} of the grid {grid.name} is missing" in " ".join(r.stderr.split())
+    assert runs(moved) == before - {child}
 
 
 def test_bare_attack_records_its_resolved_target_and_reproduces(tiny_model, tmp_path, runs_dir):
@@ -206,6 +329,40 @@ def test_unreproducible_folder_is_one_line_exit_2(eval_run, tmp_path, state):
 
 
 # --------------------------------------------------------------------------- pinned expected results
+
+
+def _set_state(run: Path, state: str) -> Path:
+    """Leave ``run`` running, failed (as a crash or a Ctrl-C does) or still under its temporary name."""
+    if state == "in-progress":
+        tmp = run.parent / f".{run.name}.tmp"  # status completed, but not renamed yet
+        run.rename(tmp)
+        return tmp
+    error = {"failed": "ValueError: boom", "interrupted": "KeyboardInterrupt: signal 15"}.get(state)
+    status = "running" if state == "running" else "failed"
+    (run / "status.json").write_text(json.dumps({"status": status, **({"error": error} if error else {})}))
+    return run
+
+
+@pytest.mark.parametrize("state", ["running", "failed", "interrupted", "in-progress"])
+def test_commands_reading_a_finished_run_refuse_an_unfinished_one(eval_run, grid_run, tmp_path, state):
+    """check-expected (check and --write), reproduce and report read a run's results: a run that is
+    not completed is one line naming its state, exit 2, nothing written."""
+    pinned = tmp_path / "pinned.json"
+    assert invoke("check-expected", eval_run, pinned, "--write").exit_code == 0
+    before = pinned.read_text()
+    run, grid = _set_state(eval_run, state), _set_state(grid_run, state)
+    want = f"the run is {'failed' if state == 'interrupted' else 'running' if state == 'in-progress' else state}"
+    existing = runs(run.parent)
+    for args in [("check-expected", run, pinned), ("check-expected", run, tmp_path / "new.json", "--write"),
+                 ("check-expected", run, pinned, "--write"), ("reproduce", run),
+                 ("--runs-dir", run.parent, "report", grid)]:
+        r = invoke(*args)
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert want in r.stderr and r.stdout == "", (args, r.stderr)
+    assert pinned.read_text() == before and not (tmp_path / "new.json").exists()
+    assert runs(run.parent) == existing  # no report, no reproduction started
+
+
 
 
 def test_check_expected_write_then_check(eval_run, tmp_path):

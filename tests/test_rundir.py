@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -164,3 +165,127 @@ def test_link_tree_shares_stored_files_read_only(tmp_path):
     for name in ("embeddings.npy", "manifest.json"):
         assert os.stat(dest / name).st_ino == os.stat(src / name).st_ino  # linked, not copied
         assert (dest / name).stat().st_mode & 0o222 == 0 and (src / name).stat().st_mode & 0o222 == 0
+
+
+def test_before_completed_hook_runs_in_the_outermost_run_before_it_completes(tmp_path):
+    from clirkit.rundir import before_completed
+
+    cfg = _cfg(tmp_path)
+    calls = []
+
+    def hook(run):
+        status = json.loads((run.path / "status.json").read_text())["status"]
+        calls.append((run.command, run.path.name.endswith(".tmp"), status))
+        (run.sub("metrics") / "verdict.csv").write_text("ok\n", encoding="utf-8")
+
+    with before_completed(hook):
+        with start_run(cfg.runs_dir, "run", cfg, seed=0) as grid:
+            with start_run(cfg.runs_dir, "eval", cfg, seed=0):  # a step of the grid: not its hook
+                pass
+            assert calls == []
+    assert calls == [("run", True, "running")]
+    assert (grid.path / "metrics" / "verdict.csv").is_file() and not grid.path.name.endswith(".tmp")
+    with start_run(cfg.runs_dir, "index", cfg, seed=0):  # outside the block: no hook
+        pass
+    assert len(calls) == 1
+
+    def failing(run):
+        raise ValueError("verdict failed")
+
+    with pytest.raises(ValueError), before_completed(failing):
+        with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+            pass
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["status"] == "failed" and "verdict failed" in status["error"]
+
+
+@pytest.fixture
+def utc_plus_14(monkeypatch):
+    """This process's local time zone is UTC+14 (Kiribati): local and UTC dates differ."""
+    import time
+
+    monkeypatch.setenv("TZ", "Etc/GMT-14")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_run_ids_and_manifest_times_are_utc(tmp_path, utc_plus_14):
+    from datetime import UTC, datetime
+
+    from clirkit.rundir import NO_REUSE_ENV, fresh_run, reusable_runs
+
+    cfg = _cfg(tmp_path)
+    assert datetime.now().hour != datetime.now(UTC).hour  # the fixture took effect
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+        pass
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    started, ended = (datetime.fromisoformat(manifest[k]) for k in ("started", "ended"))
+    assert started.utcoffset().total_seconds() == 0 and ended.utcoffset().total_seconds() == 0
+    assert run.path.name.startswith(started.strftime("%Y%m%d-%H%M%S") + "-index-")
+    assert manifest["id"] == run.path.name
+    import time
+
+    with fresh_run():
+        assert os.environ[NO_REUSE_ENV] >= run.path.name[:15]  # the same clock as the ids
+        time.sleep(1.1)
+        with start_run(cfg.runs_dir, "index", cfg, seed=0) as inside:
+            pass
+        assert reusable_runs(cfg.runs_dir) == [inside.path]  # the reproduction's own run, not the older one
+
+
+@pytest.fixture
+def same_id(monkeypatch):
+    """Every run id is the same (as for runs started in the same second with the same hash)."""
+    import clirkit.rundir as rundir
+
+    monkeypatch.setattr(rundir, "run_stamp", lambda when=None: "20260101-000000")
+    monkeypatch.setattr(rundir, "run_digest", lambda cfg: "deadbeef")
+    return "20260101-000000-index-deadbeef"
+
+
+def test_runs_with_the_same_id_at_once_get_distinct_names(tmp_path, same_id):
+    import threading
+
+    cfg = _cfg(tmp_path)
+    cfg.runs_dir.mkdir()
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as first:  # a finished run holds the id
+        pass
+    assert first.path.name == same_id
+    n = 6
+    barrier = threading.Barrier(n)
+    paths, errors = [None] * n, []
+
+    def one(i: int) -> None:
+        try:
+            with start_run(cfg.runs_dir, "index", cfg, seed=i) as run:
+                barrier.wait(timeout=60)  # all started before any finishes, then all finish at once
+                (run.path / "mine.txt").write_text(str(i), encoding="utf-8")
+            paths[i] = run.path
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = sorted(p.name for p in paths)
+    assert len(set(names)) == n and same_id not in names
+    assert set(names) <= {f"{same_id}-{k}" for k in range(1, 2 * n + 1)}
+    for i, p in enumerate(paths):  # each folder holds its own run, and says its name
+        assert (p / "mine.txt").read_text() == str(i)
+        manifest = json.loads((p / "manifest.json").read_text())
+        assert manifest["seed"] == i and manifest["id"] == p.name
+    assert sorted(q.name for q in cfg.runs_dir.iterdir()) == sorted([same_id, *names])  # no .tmp left
+
+
+def test_a_run_finishing_onto_a_taken_name_takes_the_next_counter(tmp_path, same_id):
+    cfg = _cfg(tmp_path)
+    with start_run(cfg.runs_dir, "index", cfg, seed=0) as run:
+        (cfg.runs_dir / same_id).mkdir()  # another process took the name meanwhile (it is empty yet)
+    assert run.path.name == f"{same_id}-1"
+    assert json.loads((run.path / "manifest.json").read_text())["id"] == run.path.name
+    assert list((cfg.runs_dir / same_id).iterdir()) == []  # the other's folder is untouched

@@ -127,3 +127,27 @@ def test_run_results_of_a_distillation_keep_final_and_best(tmp_path):
     assert res[("final", "loss")] == 0.5 and res[("final", "dev_RR@10")] == 0.3 and res[("final", "dev_R@1")] == 0.25
     assert res[("best", "dev_RR@10")] == 0.4 and res[("best", "step")] == 20
     assert set(run_results(run).dataset) == {"bible-en-tl"}
+
+
+def test_run_results_of_an_xglue_attack_are_robustness_rows_per_language(tiny_model, runs_dir):
+    """``attack --benchmark xglue`` writes metrics/xglue_<task>_robustness.csv: its clean and
+    attacked scores are results like any attack's (so reproduce and check-expected compare them)."""
+    fixtures = Path(__file__).parent / "fixtures" / "xglue"
+    r = invoke("--runs-dir", runs_dir, "attack", "--benchmark", "xglue", "--task", "qam", "--model", tiny_model,
+               "--data-dir", fixtures, "--lang", "de,fr", "--rate", "0.5", "--seeds", "1")
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    table = pd.read_csv(run / "metrics" / "xglue_qam_robustness.csv").set_index("lang")
+    res = run_results(run)
+    assert set(res.table) == {"robustness"} and set(res.dataset) == {"xglue_qam"}
+    assert set(res.measure) == {"accuracy"} and set(res.system) == {Path(tiny_model).name}
+    values = res.set_index("condition")["value"]
+    assert len(values) == 4  # 2 languages x clean / attacked
+    for lang in ("de", "fr"):
+        assert values[f"{lang} char-swap@0.5 clean"] == table.loc[lang, "clean"]
+        assert values[f"{lang} char-swap@0.5 attacked"] == table.loc[lang, "attacked"]
+    assert invoke("runs", "list", "--runs-dir", runs_dir, "--json").exit_code == 0
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    verdict = pd.read_csv(Path(r.stdout.strip().splitlines()[-1]) / "metrics" / "reproduce.csv")
+    assert len(verdict) == 4 and (verdict.verdict == "OK").all()

@@ -35,7 +35,7 @@ def prepare_beir(cfg: BeirConfig) -> Path:
     if not qrel_files:
         raise ClirkitError("no qrels/<split>.tsv files", path=src / "qrels", fix="BEIR datasets keep qrels in qrels/")
     out = cfg.out or Path("data") / src.name
-    with DatasetWriter(out, out.name) as w:
+    with DatasetWriter(out, out.name, prepared_with=cfg) as w:
         doc_ids: set[str] = set()
         for n, rec in iter_jsonl(src / "corpus.jsonl", ("_id",)):
             if rec["_id"] in doc_ids:

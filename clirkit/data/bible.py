@@ -208,7 +208,7 @@ def prepare_bible(cfg: BibleConfig) -> Path:
     query_lang, doc_lang = (flang, "en") if cfg.side == "query" else ("en", flang)
     restricted = [c for c, s in ((fcode, fstatus), (cfg.english, estatus)) if s == "restricted"]
 
-    with DatasetWriter(out, out.name) as w:
+    with DatasetWriter(out, out.name, prepared_with=cfg) as w:
         for k in test_keys:
             w.add_doc(verse_id(*k), doc_text[k], doc_lang)
         for k in queries:

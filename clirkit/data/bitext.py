@@ -606,7 +606,7 @@ def prepare_bitext(cfg: BitextConfig) -> Path:
         filters = [{"filter": names[0], "count": counts[0]}]
         filters += [{"filter": names[i], "before": counts[i - 1], "after": counts[i],
                      "removed": counts[i - 1] - counts[i]} for i in range(1, len(names))]
-        with DatasetWriter(out, f"bitext-{cfg.pair}") as w:
+        with DatasetWriter(out, f"bitext-{cfg.pair}", prepared_with=cfg) as w:
             with open(tmp, encoding="utf-8", newline="\n") as tf:
                 for i, line in enumerate(tf):
                     s, t = line.rstrip("\n").split("\t")

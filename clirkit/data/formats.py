@@ -364,6 +364,13 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
+def prepare_record(cfg: Any) -> dict[str, Any]:
+    """How a dataset was prepared, as its card's ``prepared_with`` records it: every resolved
+    field of the ``clirkit prepare`` configuration but ``out`` (where it went, not how it was
+    made). A grid compares it with its ``[[prepare]]`` entry before reusing the folder."""
+    return {k: v for k, v in cfg.resolved().items() if k != "out"}
+
+
 class DatasetWriter:
     """Stream a canonical dataset into ``out`` atomically.
 
@@ -373,11 +380,14 @@ class DatasetWriter:
     Args:
         out: the final folder; it must not exist yet.
         name: dataset name for the card.
+        prepared_with: the prepare configuration (a :class:`clirkit.config.Config`), recorded in
+            the card as ``prepared_with`` (:func:`prepare_record`).
     """
 
-    def __init__(self, out: str | Path, name: str) -> None:
+    def __init__(self, out: str | Path, name: str, prepared_with: Any = None) -> None:
         self.out = Path(out)
         self.name = name
+        self.prepared_with = prepare_record(prepared_with) if prepared_with is not None else None
         if self.out.exists():
             raise ClirkitError("output folder already exists", path=self.out,
                                fix="choose another --out or delete the old dataset")
@@ -449,6 +459,7 @@ class DatasetWriter:
             "files": {p.relative_to(self._tmp).as_posix(): file_stat(p) for p in paths},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "clirkit_version": __version__,
+            **({"prepared_with": self.prepared_with} if self.prepared_with is not None else {}),
         }
         return self._card
 

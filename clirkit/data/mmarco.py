@@ -188,7 +188,7 @@ def prepare_mmarco(cfg: MMarcoConfig) -> Path:
         queries = ((q.query_id, q.text) for q in guard_irds(q_ds.queries_iter, q_id))
         source = {"ir_datasets": {"queries_qrels": q_id, "docs": d_id}}
         triples = None
-    with DatasetWriter(out, f"mmarco-{cfg.query_lang}-{cfg.doc_lang}") as w:
+    with DatasetWriter(out, f"mmarco-{cfg.query_lang}-{cfg.doc_lang}", prepared_with=cfg) as w:
         stats = write_retrieval(
             w, split=cfg.split, qrels=qrels, docs=docs, queries=queries,
             doc_id=lambda d: f"d:{d}", query_id=lambda q: f"q:{q}",

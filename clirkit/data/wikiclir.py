@@ -175,7 +175,7 @@ def _prepare_schamoni(cfg: WikiClirConfig, lang: str) -> Path:
         for did, text in iter_id_text(files["docs"], "article"):
             yield did, "", text
 
-    with DatasetWriter(out, f"wikiclir-schamoni-{lang}-en") as w:
+    with DatasetWriter(out, f"wikiclir-schamoni-{lang}-en", prepared_with=cfg) as w:
         stats = write_retrieval(
             w, split=split, qrels=qrels, docs=docs, queries=iter_id_text(files["queries"], "query"),
             doc_id=lambda d: f"d:en:{d}", query_id=lambda q: f"q:de:{q}", doc_lang="en", query_lang="de")
@@ -297,7 +297,7 @@ def _prepare_sasaki(cfg: WikiClirConfig, lang: str) -> Path:
     split, qrels, queries, docs, source = reader(cfg, lang)
     doc_lang = "en" if lang == "en-simple" else lang
     out = cfg.out or Path("data") / f"wikiclir-sasaki-{lang}-{split}"
-    with DatasetWriter(out, f"wikiclir-sasaki-en-{lang}") as w:
+    with DatasetWriter(out, f"wikiclir-sasaki-en-{lang}", prepared_with=cfg) as w:
         stats = write_retrieval(
             w, split=split, qrels=qrels, docs=docs, queries=queries,
             doc_id=lambda d: f"d:{lang}:{d}", query_id=lambda q: f"q:en:{q}", doc_lang=doc_lang, query_lang="en")

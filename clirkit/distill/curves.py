@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clirkit.distill.dev import BEST_BY
+from clirkit.config import BEST_BY, dev_column
 
 
 def write_training(rows: list[dict[str, Any]], metrics: Path, plots: Path | None = None) -> None:
@@ -43,7 +43,7 @@ def plot_training(df, path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    for col, color in ((f"dev_{BEST_BY}", "tab:green"), ("dev_R@1", "tab:red")):
+    for col, color in ((dev_column(BEST_BY), "tab:green"), (dev_column("R@1"), "tab:red")):
         if col in df:
             dev = df.dropna(subset=[col])
             ax2.plot(dev["step"], dev[col], "s--", label=col, color=color, ms=3)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clirkit.config import DistillConfig
+from clirkit.config import BEST_BY, DistillConfig, dev_column
 from clirkit.distill.cache import TeacherOutputs
 from clirkit.distill.objective import IdfTables, distill_batch
 
-DEV_MEASURES = ("RR@10", "R@1")
-#: the dev metric that picks the best checkpoint
-BEST_BY = "RR@10"
+DEV_MEASURES = (BEST_BY, "R@1")  # BEST_BY (clirkit.config) picks the best checkpoint
 
 
 def dev_retrieval(s_sent: np.ndarray, t_sent: np.ndarray, side: str, scoring: str, rerank_k: int,
@@ -95,6 +93,6 @@ def evaluate_dev(cfg: DistillConfig, student, loss_fn, texts: list[str], dev: Te
             if cfg.scoring == "maxsim":
                 toks.extend(content_tokens(s_tok, s_mask))
     student.train()
-    result = {"dev_loss": total / n, **{f"dev_{k}": v / n for k, v in parts_sum.items()}}
-    result.update({f"dev_{k}": v for k, v in dev_scores(cfg, sents, toks, dev).items()})
+    result = {"dev_loss": total / n, **{dev_column(k): v / n for k, v in parts_sum.items()}}
+    result.update({dev_column(k): v for k, v in dev_scores(cfg, sents, toks, dev).items()})
     return result

@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from clirkit.config import DistillConfig
+from clirkit.config import BEST_BY, DistillConfig, dev_column
 from clirkit.device import Precision, autocast, resolve_device, resolve_precision
 from clirkit.distill.cache import Prepared, prepare_teacher
 from clirkit.distill.checkpoint import check_resumable, load_state, resumed_config, save_model
 from clirkit.distill.curves import write_training
 from clirkit.distill.ddp import DistEnv, check_job, dist_env, init_distributed, share_from_main
-from clirkit.distill.dev import BEST_BY, content_tokens, dev_scores
+from clirkit.distill.dev import content_tokens, dev_scores
 from clirkit.distill.objective import ZERO_SHOT, check_loss, make_loss
 from clirkit.distill.pairs import Bitext, load_bitext, parse_augment
 from clirkit.distill.students import (
@@ -110,7 +110,7 @@ def run_distill(cfg: DistillConfig) -> Path | None:
                 write_training(trainer.rows, run.sub("metrics"), run.sub("plots"))
                 run.record(training={"steps": trainer.step, "seconds": round(time.perf_counter() - t0, 2),
                                      "train_seconds_total": round(trainer.elapsed, 2),
-                                     "best_step": trainer.best_step, f"best_dev_{BEST_BY}": trainer.best
+                                     "best_step": trainer.best_step, f"best_{dev_column(BEST_BY)}": trainer.best
                                      if trainer.best > -math.inf else None})
                 log.info("trained %d steps in %.1f s; best dev %s %.4f at step %s", trainer.step,
                          time.perf_counter() - t0, BEST_BY, trainer.best, trainer.best_step)
@@ -150,6 +150,6 @@ def zero_shot(cfg: DistillConfig, env: DistEnv, device: torch.device, prec: Prec
                 if cfg.scoring == "maxsim":
                     s_tok.extend(content_tokens(tok, mask))
         scores = dev_scores(cfg, s_sent, s_tok, data.dev)
-        rows[0].update({f"dev_{k}": v for k, v in scores.items()})
+        rows[0].update({dev_column(k): v for k, v in scores.items()})
         log.info("zero-shot dev %s %.4f, R@1 %.4f", BEST_BY, scores[BEST_BY], scores["R@1"])
     write_training(rows, run.sub("metrics"), run.sub("plots"))

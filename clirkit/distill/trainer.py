@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from clirkit.config import DistillConfig
+from clirkit.config import BEST_BY, DistillConfig, dev_column
 from clirkit.device import Precision, autocast, grad_scaler
 from clirkit.distill import checkpoint
 from clirkit.distill.cache import Prepared
 from clirkit.distill.curves import write_training
 from clirkit.distill.ddp import DistEnv
-from clirkit.distill.dev import BEST_BY, evaluate_dev
+from clirkit.distill.dev import evaluate_dev
 from clirkit.distill.objective import IdfTables, distill_batch, make_loss
 from clirkit.distill.pairs import augmented, parse_augment
 from clirkit.distill.students import StaticStudent, Student
@@ -180,13 +180,13 @@ class Trainer:
         assert self.run is not None
         metrics = self.evaluate()
         row.update(metrics)
-        score = metrics.get(f"dev_{BEST_BY}")
+        score = metrics.get(dev_column(BEST_BY))
         if score is not None and score > self.best:
             self.best, self.best_step = score, self.step
             checkpoint.save_model(self.student, self.run.path / "checkpoint")
         if metrics:
             log.info("step %d: dev loss %.4f, dev %s %.4f, R@1 %.4f", self.step, metrics["dev_loss"], BEST_BY,
-                     metrics.get(f"dev_{BEST_BY}", float("nan")), metrics.get("dev_R@1", float("nan")))
+                     metrics.get(dev_column(BEST_BY), float("nan")), metrics.get("dev_R@1", float("nan")))
         return row
 
     # -- state
