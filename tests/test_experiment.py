@@ -91,11 +91,9 @@ def test_override_and_bad_experiment(tmp_path, tiny_model, beir5, runs_dir):
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
-def test_prepare_entries_run_first(tmp_path, tiny_model, runs_dir):
-    src = write_beir(tmp_path / "src")
-    out = tmp_path / "prepared"
-    exp = tmp_path / "p.toml"
-    body = f"""
+def prepare_grid(src, out, model) -> str:
+    """A grid that prepares the BEIR folder ``src`` into ``out`` and evaluates ``model`` on it."""
+    return f"""
 name = "p"
 [[prepare]]
 source = "beir"
@@ -104,10 +102,17 @@ out = "{out}"
 licence = "CC0"
 [[systems]]
 name = "zero-shot"
-model = "{tiny_model}"
+model = "{model}"
 [eval]
 datasets = ["{out}"]
 """
+
+
+def test_prepare_entries_run_first(tmp_path, tiny_model, runs_dir):
+    src = write_beir(tmp_path / "src")
+    out = tmp_path / "prepared"
+    exp = tmp_path / "p.toml"
+    body = prepare_grid(src, out, tiny_model)
     exp.write_text(body.replace('licence = "CC0"', 'licnce = "CC0"'), encoding="utf-8")
     r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])
     assert r.exit_code == 2 and "licnce" in r.stderr and not out.exists()
@@ -128,19 +133,7 @@ def test_prepare_reuses_a_folder_only_if_it_was_prepared_alike(tmp_path, tiny_mo
     card = json.loads((out / "dataset.json").read_text())
     assert card["prepared_with"] == {"folder": str(src), "query_lang": "", "doc_lang": "", "licence": "CC0"}
     exp = tmp_path / "p.toml"
-    body = f"""
-name = "p"
-[[prepare]]
-source = "beir"
-folder = "{src}"
-out = "{out}"
-licence = "CC0"
-[[systems]]
-name = "zero-shot"
-model = "{tiny_model}"
-[eval]
-datasets = ["{out}"]
-"""
+    body = prepare_grid(src, out, tiny_model)
     exp.write_text(body, encoding="utf-8")
     r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(exp)])  # the command line's folder, alike
     assert r.exit_code == 0, r.stderr
