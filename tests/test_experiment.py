@@ -1,6 +1,7 @@
 """`clirkit run` on a tiny grid: systems x datasets x scorings, seeds, significance, report."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -261,3 +262,17 @@ greedy = {{ max_edits = 1 }}
     assert attacks == {("bm25", "random"), ("dense", "random"), ("rrf-bm25+dense", "random"),
                        ("bm25", "greedy"), ("dense", "greedy")}
     assert "rrf-bm25+dense" in (run / "report.md").read_text().split("## Robustness")[1]
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "experiments").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_recipes_validate(recipe, tmp_path, monkeypatch):
+    """Every recipe in experiments/ is a valid grid: its systems, distill tables, prepare entries
+    and comparisons pass the checks `clirkit run` makes before any work."""
+    from clirkit.experiment import load_experiment
+
+    monkeypatch.chdir(tmp_path)  # nothing prepared here: the recipes' data/ paths do not exist yet
+    cfg = load_experiment(recipe, [])
+    assert cfg.systems and cfg.eval.datasets
+    names = {s.name for s in cfg.systems}
+    assert {n for pair in cfg.compare for n in pair} <= names
