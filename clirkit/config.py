@@ -173,6 +173,8 @@ def check_fusion_weights(weights: list[float] | None) -> list[float] | None:
     if weights is not None and (any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights)):
         raise ValueError(f"fusion weights must be finite, >= 0 and not all 0, got {weights}")
     return weights
+
+
 BM25_MODEL = "bm25"  # the model name of the lexical system (no encoder)
 BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
 

@@ -245,7 +245,7 @@ def _prepare(entries: list[dict[str, Any]], origin: str) -> list[Path]:
         source = entry.pop("source")
         existing = _existing_dataset(source, entry, origin)
         if existing is not None:
-            log.info("dataset %s exists, prepared with the same options; reusing it", existing)
+            log.info("dataset %s exists; reusing it", existing)
             out.append(existing)
             continue
         out.append(prepare(source, origin, **entry))

@@ -39,7 +39,7 @@ from clirkit.analysis import Analyzer
 from clirkit.data.formats import Dataset, file_digest
 from clirkit.errors import ClirkitError
 from clirkit.progress import progress
-from clirkit.retrieval.base import Searcher, run_from_top
+from clirkit.retrieval.base import Searcher, run_from_top, top_rows
 from clirkit.rundir import Run, find_stored, freeze_tree, link_tree, write_json
 
 log = logging.getLogger("clirkit")
@@ -238,7 +238,7 @@ class BM25Searcher(Searcher):
         for i, rep in enumerate(reps):
             s = self._scores_all(rep)
             pool = self._matched(rep) if matches_only else np.arange(n)
-            best = pool[_best(s[pool], k)]
+            best = pool[top_rows(s[pool][None, :], k)[0][0]]
             rows[i, :len(best)], scores[i, :len(best)] = best, s[best]
         return rows, scores
 
@@ -251,22 +251,6 @@ class BM25Searcher(Searcher):
         qids = list(queries)
         rows, scores = self.top(self.encode([queries[q] for q in qids]), k, matches_only=True)
         return run_from_top(qids, rows, scores, self.doc_ids)
-
-
-def _best(s: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest of ``s``, by value descending then position ascending."""
-    n = len(s)
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k < n:
-        kth = np.partition(s, n - k)[n - k]  # the k-th largest score
-        above = np.flatnonzero(s > kth)
-        # ties at the cut go by position; with few matches these are the zero-score rows
-        cand = np.concatenate([above, np.flatnonzero(s == kth)[:k - len(above)]])
-    else:
-        cand = np.arange(n)
-    return cand[np.lexsort((cand, -s[cand]))][:k]
 
 
 # --------------------------------------------------------------------- the cached index
