@@ -119,6 +119,9 @@ class AttackGrid(Config):
     seeds: int = Field(3, ge=1, description="perturbation seeds per rate")
     scoring: list[Scoring] = Field(default_factory=lambda: ["dense"], description="scorings to attack")
     systems: list[str] | None = Field(None, description="systems to attack (default: all)")
+    every_seed: bool = Field(False, description="attack the model of every training seed, not only the first "
+                                                "seed's (the same queries and perturbations for all: systems "
+                                                "compare per query under attack, mean over seeds)")
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many queries")
     greedy: dict[str, Any] | None = Field(None, description="also run the greedy attack with these options "
                                                             "(e.g. sample, max_edits, max_queries)")
@@ -298,14 +301,14 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
     A distillation per distilled system and seed waits for nothing (datasets are prepared
     before); an evaluation waits for its system's distillation for that seed, and for the
     first evaluation with the same named model, dataset and scoring (which builds the index
-    the others reuse); an attack waits for every evaluation of its model (the first seed's),
-    whose indexes it reuses. Configurations are built when a step is launched, from the
-    directories of the steps it waited for.
+    the others reuse); an attack waits for every evaluation of its model (the first seed's, or
+    with ``every_seed`` each seed's), whose indexes it reuses. Configurations are built when a
+    step is launched, from the directories of the steps it waited for.
 
     Returns:
         The tasks for :func:`clirkit.launch.run_graph` and each task's :class:`_Step`, by key.
     """
-    from clirkit.config import AttackConfig, DistillConfig, FuseConfig
+    from clirkit.config import DistillConfig, FuseConfig
 
     tasks: list[Task] = []
     steps: dict[str, _Step] = {}
@@ -386,34 +389,54 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
         if name not in by_name:
             raise ClirkitError(f"attack names unknown system {name!r}", fix=f"use one of: {', '.join(by_name)}")
         system = by_name[name]
-        member_seeds = dict(_fused_seeds(cfg, models, system)).get(first_seed) if system.fuse else None
-        targets = list(zip(system.fuse.systems, member_seeds or [])) if system.fuse else [(name, first_seed)]
-        after = [k for m, ms in targets for k in [models[(m, ms)][1], *evals.get((m, ms), [])] if k is not None]
-        for scoring in grid.scoring:
-            for extra in searches:
-                search = extra.get("search", "random")
-                if system.fuse is not None and search == "greedy":
-                    log.info("attack: no greedy search of the fused system %s (a rank fusion scores no "
-                             "document outside its members' rankings); its random attack runs", name)
-                    continue
-                key = f"attack {name} {scoring} {search}"
-                steps[key] = step = _Step("attack", {"system": name, "scoring": scoring, "run": None,
-                                                     "search": search},
-                                          first_seed)
-
-                def plan(done: dict[str, Any], system: SystemSpec = system, scoring: str = scoring,
-                         extra: dict[str, Any] = extra, step: _Step = step,
-                         targets: list[tuple[str, int]] = targets) -> Call | Done:
-                    target = _attack_target(cfg, system, [model_of(m, ms, done) for m, ms in targets])
-                    return _plan(cfg, step, build(
-                        AttackConfig, f"attack of {system.name}", dataset=dataset, perturb=grid.perturb,
-                        rates=grid.rates, seeds=grid.seeds, scoring=scoring, measures=cfg.eval.measures,
-                        maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
-                        rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
-                        device=cfg.device, **target, **extra))
-
-                tasks.append(Task(key, plan, tuple(after)))
+        fused = dict(_fused_seeds(cfg, models, system)) if system.fuse else {}
+        own = list(fused) if system.fuse else [s for (n, s) in models if n == name]
+        for seed in own if grid.every_seed else [first_seed if first_seed in own else own[0]]:
+            targets = list(zip(system.fuse.systems, fused[seed])) if system.fuse else [(name, seed)]
+            tasks += _attack_tasks(cfg, system, seed, targets, searches, steps, dataset,
+                                   [k for m, ms in targets for k in [models[(m, ms)][1], *evals.get((m, ms), [])]
+                                    if k is not None], model_of)
     return tasks, steps
+
+
+def _attack_tasks(cfg: ExperimentConfig, system: SystemSpec, seed: int, targets: list[tuple[str, int]],
+                  searches: list[dict[str, Any]], steps: dict[str, _Step], dataset: Path, after: list[str],
+                  model_of) -> list[Task]:
+    """The attacks of ``system``'s model of training seed ``seed`` (its fused members' ``targets``),
+    one per scoring and search, each waiting for the ``after`` steps. Every attack has the grid's
+    first seed as its own: the same sampled queries and perturbations whatever model it attacks."""
+    from clirkit.config import AttackConfig
+
+    grid = cfg.attack
+    assert grid is not None
+    first_seed = cfg.seeds[0]
+    name = system.name
+    tasks = []
+    for scoring in grid.scoring:
+        for extra in searches:
+            search = extra.get("search", "random")
+            if system.fuse is not None and search == "greedy":
+                log.info("attack: no greedy search of the fused system %s (a rank fusion scores no "
+                         "document outside its members' rankings); its random attack runs", name)
+                continue
+            key = f"attack {name} seed {seed} {scoring} {search}"
+            steps[key] = step = _Step("attack", {"system": name, "seed": seed, "scoring": scoring, "run": None,
+                                                 "search": search},
+                                      first_seed)
+
+            def plan(done: dict[str, Any], system: SystemSpec = system, scoring: str = scoring,
+                     extra: dict[str, Any] = extra, step: _Step = step,
+                     targets: list[tuple[str, int]] = targets) -> Call | Done:
+                target = _attack_target(cfg, system, [model_of(m, ms, done) for m, ms in targets])
+                return _plan(cfg, step, build(
+                    AttackConfig, f"attack of {system.name}", dataset=dataset, perturb=grid.perturb,
+                    rates=grid.rates, seeds=grid.seeds, scoring=scoring, measures=cfg.eval.measures,
+                    maxsim_mode=grid.maxsim_mode or cfg.eval.maxsim_mode,
+                    rerank_k=grid.rerank_k or cfg.eval.rerank_k, runs_dir=cfg.runs_dir, seed=first_seed,
+                    device=cfg.device, **target, **extra))
+
+            tasks.append(Task(key, plan, tuple(after)))
+    return tasks
 
 
 def _failed_run(runs_dir: Path, step: _Step) -> str | None:

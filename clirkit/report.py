@@ -9,11 +9,19 @@ It reads what the stages wrote (``metrics/per_query.csv``, ``robustness.csv``,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from clirkit.measures import N_RESAMPLES, compare_pairs, holm_columns, parse_measures, significance
+from clirkit.measures import (
+    N_RESAMPLES,
+    compare_pairs,
+    holm_columns,
+    parse_measures,
+    robustness_rows,
+    significance,
+)
 from clirkit.tables import display_robustness, plot_robustness, print_table, write_robustness, write_table
 
 __all__ = ["build_report", "formatted", "mean_sd_table", "print_table", "write_table"]
@@ -97,12 +105,14 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
         sections += [f"## Paired t-tests against {cfg.baseline} (Holm-corrected over all {len(sig_table)} tests)\n",
                      shown.to_markdown(index=False, floatfmt=".4g") + "\n"]
 
-    comparisons = compare_table(per_query, getattr(cfg, "compare", []), seed=_seed(cfg))
+    pairs = getattr(cfg, "compare", [])
+    comparisons = compare_table(per_query, pairs, seed=_seed(cfg))
     if not comparisons.empty:
         write_table(comparisons, metrics / "comparisons")
         sections += comparison_section(comparisons, per_query, seed=_seed(cfg))
 
-    rob = _collect(children.get("attack", []), "random", "robustness.csv")
+    rob, attacked = attack_tables(children.get("attack", []))
+    under_attack = compare_table(attacked, pairs, keys=ATTACK_KEYS, seed=_seed(cfg))
     if not rob.empty:
         shown = write_robustness(rob, metrics / "robustness")
         lines = rob.copy()
@@ -111,6 +121,9 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
         images = plot_robustness(lines.dropna(subset=["rate"]), plots)
         sections += ["## Robustness (random perturbations)\n", shown.to_markdown(index=False, floatfmt=".4f") + "\n"]
         sections += [f"![{p.stem}](plots/{p.name})\n" for p in images]
+    if not under_attack.empty:
+        write_table(under_attack, metrics / "attack_comparisons")
+        sections += comparison_section(under_attack, attacked, seed=_seed(cfg), attacked=True)
     greedy = _collect(children.get("attack", []), "greedy", "greedy_summary.csv")
     if not greedy.empty:
         write_table(greedy, metrics / "greedy")
@@ -126,6 +139,8 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
         print_table(display_comparisons(comparisons), title=f"{cfg.name}: comparisons (A - B, Holm-corrected)")
     if not rob.empty:
         print_table(display_robustness(rob), title=f"{cfg.name}: robustness")
+    if not under_attack.empty:
+        print_table(display_comparisons(under_attack), title=f"{cfg.name}: comparisons under attack (A - B, Holm)")
     if not greedy.empty:
         print_table(greedy, title=f"{cfg.name}: greedy attack")
     return table
@@ -136,26 +151,33 @@ def _seed(cfg) -> int:
     return int(seeds[0])
 
 
-def compare_table(per_query: dict[tuple[str, str], dict[str, list[pd.DataFrame]]], pairs, seed: int = 0,
-                  n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """Every ``(A, B)`` pair on every dataset x scoring x measure (:func:`clirkit.measures.compare_pairs`),
+#: the columns naming a condition of the comparisons under attack
+ATTACK_KEYS = ("scoring", "perturbation", "rate")
+
+
+def compare_table(per_query: dict[tuple, dict[str, list[pd.DataFrame]]], pairs, keys: tuple[str, ...] = (
+        "dataset", "scoring"), seed: int = 0, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Every ``(A, B)`` pair in every condition x measure (:func:`clirkit.measures.compare_pairs`),
     paired per query on the mean over seeds, Holm-corrected over the whole table (one family).
 
     Args:
-        per_query: ``(dataset, scoring) -> system -> per-query tables, one per seed``.
+        per_query: ``condition -> system -> per-query tables, one per seed``; a condition is a
+            tuple of the ``keys`` columns (``(dataset, scoring)``; under attack
+            :data:`ATTACK_KEYS`).
         pairs: ``(A, B)`` system names.
+        keys: the names of the condition's parts, the table's first columns.
         seed: seed of the randomisation tests.
         n_resamples: randomisation-test resamples.
     """
     parts = []
-    for (dataset, scoring), systems in per_query.items():
+    for condition, systems in per_query.items():
         means = {name: sum(dfs) / len(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
         part = compare_pairs(means, pairs, n_resamples=n_resamples, seed=seed)
         if not part.empty:
-            part.insert(0, "dataset", dataset)
-            part.insert(1, "scoring", scoring)
-            part.insert(4, "seeds_a", [len(systems[a]) for a in part["system_a"]])
-            part.insert(5, "seeds_b", [len(systems[b]) for b in part["system_b"]])
+            for i, (key, value) in enumerate(zip(keys, condition)):
+                part.insert(i, key, value)
+            part.insert(len(keys) + 2, "seeds_a", [len(systems[a]) for a in part["system_a"]])
+            part.insert(len(keys) + 3, "seeds_b", [len(systems[b]) for b in part["system_b"]])
             parts.append(part)
     if not parts:
         return pd.DataFrame()
@@ -164,9 +186,13 @@ def compare_table(per_query: dict[tuple[str, str], dict[str, list[pd.DataFrame]]
 
 def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
     """The comparisons for people, as text: ``A - B`` and its 95% CI to 4 decimals, p-values to 3
-    significant digits (``1.2e-05`` stays readable)."""
-    shown = table[["dataset", "scoring", "system_a", "system_b", "measure", "n"]].rename(
+    significant digits (``1.2e-05`` stays readable); the condition columns (those before
+    ``system_a``) as they are, a rate as ``0.1``."""
+    keys = list(table.columns[:table.columns.get_loc("system_a")])
+    shown = table[[*keys, "system_a", "system_b", "measure", "n"]].rename(
         columns={"system_a": "A", "system_b": "B", "n": "queries"})
+    if "rate" in keys:
+        shown["rate"] = [("-" if pd.isna(r) else f"{r:g}") for r in table["rate"]]
     shown["A - B"] = [f"{d:.4f}" for d in table["delta"]]
     shown["95% CI"] = [("n/a" if pd.isna(lo) else f"[{lo:.4f}, {hi:.4f}]") for lo, hi in zip(table["ci_low"],
                                                                                              table["ci_high"])]
@@ -175,20 +201,86 @@ def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def comparison_section(table: pd.DataFrame, per_query: dict, seed: int) -> list[str]:
-    """The report's "Comparisons" section: how the tests were run, then the table."""
+def comparison_section(table: pd.DataFrame, per_query: dict, seed: int, attacked: bool = False) -> list[str]:
+    """The report's "Comparisons" section (``attacked``: "Comparisons under attack"): how the
+    tests were run, then the table."""
     several = any(len(dfs) > 1 for systems in per_query.values() for dfs in systems.values())
     resamples = sorted(set(table["resamples"]))
-    how = (f"A - B per query on the same queries; two-sided paired t-test (scipy `ttest_rel`) and paired "
+    how = ("A - B per query on the attacked queries, each query's value its mean over the perturbation seeds; "
+           "every system was attacked on the same sampled queries with the same perturbed texts. " if attacked
+           else "A - B per query on the same queries; ")
+    how += (f"Two-sided paired t-test (scipy `ttest_rel`) and paired "
            f"randomisation test (scipy `permutation_test`, A and B swapped within queries, "
            f"{', '.join(map(str, resamples))} resamples, seed {seed}; exact when every assignment is counted). "
            f"p-values are Holm-corrected over all {len(table)} tests (one family: every comparison, dataset, "
            f"scoring and measure); the interval is the 95% t interval of the mean difference.")
     if several:
         how += " A system with several training seeds is paired per query on its mean over the seeds."
-    return ["## Comparisons\n", how + "\n",
-            display_comparisons(table).to_markdown(index=False, disable_numparse=True,
-                                                   colalign=("left",) * 5 + ("right",) * 5) + "\n"]
+    shown = display_comparisons(table)
+    left = len(shown.columns) - 5  # the condition, A, B, measure; then the numbers
+    return ["## Comparisons under attack\n" if attacked else "## Comparisons\n", how + "\n",
+            shown.to_markdown(index=False, disable_numparse=True, colalign=("left",) * left + ("right",) * 5) + "\n"]
+
+
+#: the columns of an attack's ``metrics/per_query.csv`` that are not measures
+_LONG = ("system", "perturbation", "rate", "seed", "query_id")
+
+
+def _split_long(long: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, float], dict[int, pd.DataFrame]]]:
+    """An attack's long per-query table as its clean table and ``(perturbation, rate) ->
+    perturbation seed -> per-query table`` (index ``query_id``, one column per measure)."""
+    measures = [c for c in long.columns if c not in _LONG]
+    is_clean = long["seed"].isna()
+    clean = long[is_clean].set_index("query_id")[measures]
+    attacked: dict[tuple[str, float], dict[int, pd.DataFrame]] = {}
+    for (label, rate, seed), part in long[~is_clean].groupby(["perturbation", "rate", "seed"], sort=False,
+                                                             dropna=False):
+        rate = math.nan if pd.isna(rate) else float(rate)  # one nan object: a rate-less spec keys alike in every table
+        attacked.setdefault((label, rate), {})[int(seed)] = part.set_index("query_id")[measures]
+    return clean, attacked
+
+
+def _mean(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return sum(frames) / len(frames)
+
+
+def attack_tables(children: list[dict]) -> tuple[pd.DataFrame, dict[tuple, dict[str, list[pd.DataFrame]]]]:
+    """The random attacks' robustness table and per-query attacked values, read from each attack's
+    ``metrics/per_query.csv``.
+
+    A system attacked for several training seeds (``every_seed``) has one robustness row per
+    scoring x perturbation x rate x measure, from :func:`clirkit.measures.robustness_rows` on the
+    per-query means over the training seeds (the drop's interval still over perturbation seeds);
+    with one training seed the rows are the attack's own ``robustness.csv``.
+
+    Returns:
+        The robustness table (``system, scoring`` first, ``training_seeds`` last) and, for
+        :func:`compare_table` with :data:`ATTACK_KEYS`, ``(scoring, perturbation, rate) ->
+        system -> one per-query table per training seed`` (each the mean over perturbation seeds).
+    """
+    longs: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for child in children:
+        path = Path(child["run"]) / "metrics" / "per_query.csv"
+        if child.get("search") == "random" and path.is_file():
+            longs.setdefault((child["system"], child["scoring"]), []).append(
+                pd.read_csv(path, dtype={"query_id": str, "perturbation": str}))
+    rows, attacked = [], {}
+    for (system, scoring), tables in longs.items():
+        split = [_split_long(t) for t in tables]
+        clean = _mean([c for c, _ in split])
+        for condition in split[0][1]:
+            by_seed: dict[int, list[pd.DataFrame]] = {}
+            for _, conditions in split:
+                for seed, df in conditions[condition].items():
+                    by_seed.setdefault(seed, []).append(df)
+            rows += [{**r, "scoring": scoring, "training_seeds": len(tables)}
+                     for r in robustness_rows(system, *condition, clean, [_mean(v) for v in by_seed.values()])]
+            attacked.setdefault((scoring, *condition), {})[system] = [
+                _mean(list(conditions[condition].values())) for _, conditions in split]
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table.insert(1, "scoring", table.pop("scoring"))
+    return table, attacked
 
 
 def _collect(children: list[dict], search: str, name: str) -> pd.DataFrame:
@@ -201,5 +293,7 @@ def _collect(children: list[dict], search: str, name: str) -> pd.DataFrame:
             df = df.drop(columns=[c for c in ("system", "model") if c in df.columns])
             df.insert(0, "system", child["system"])
             df.insert(1, "scoring", child["scoring"])
+            if "seed" in child:  # the attacked model's training seed
+                df.insert(2, "training_seed", child["seed"])
             parts.append(df)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -21,11 +21,11 @@ from clirkit.attack import (
     first_relevant_rank,
     greedy_query,
     greedy_state,
-    robustness_rows,
     write_robustness,
 )
 from clirkit.cli import app
 from clirkit.config import AttackConfig, build
+from clirkit.measures import robustness_rows
 from clirkit.perturb import parse_spec
 from clirkit.tables import file_label
 from tests.conftest import DOCS, QRELS, write_beir

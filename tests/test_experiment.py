@@ -196,12 +196,48 @@ greedy = {{ sample = 2, max_edits = 2, max_queries = 20 }}
     run = runs_dir / r.stdout.strip().splitlines()[-1].split("/")[-1]
     rob = pd.read_csv(run / "metrics" / "robustness.csv")
     assert set(rob["system"]) == {"zero-shot", "student"} and set(rob["rate"]) == {0.1, 0.3}
+    children = json.loads((run / "children.json").read_text())
+    # one training seed: the report's rows (recomputed from per_query.csv) are the attack's own, to the last bit
+    own = next(c["run"] for c in children["attack"] if c["system"] == "student" and c["search"] == "random")
+    pd.testing.assert_frame_equal(rob[rob.system == "student"].drop(columns=["scoring", "training_seeds"])
+                                  .reset_index(drop=True),
+                                  pd.read_csv(runs_dir / own / "metrics" / "robustness.csv").assign(system="student"))
     greedy = pd.read_csv(run / "metrics" / "greedy.csv")
     assert set(greedy["system"]) == {"zero-shot", "student"}
     assert (run / "plots" / "nDCG@10.png").is_file()
-    children = json.loads((run / "children.json").read_text())
     assert [c["system"] for c in children["distill"]] == ["student"]
     assert "## Greedy adversarial attack" in (run / "report.md").read_text()
+
+
+def test_every_seed_attacks_each_seeds_model_with_the_same_queries(tmp_path, beir5):
+    """``every_seed``: one attack per training seed of each system, waiting for that seed's model
+    and evaluations, all with the grid's first seed (the same sampled queries and perturbations);
+    without it only the first seed's model is attacked."""
+    from clirkit.config import build
+    from clirkit.experiment import ExperimentConfig, grid_steps
+    from clirkit.launch import Call
+
+    def grid(every_seed):
+        return build(ExperimentConfig, "test", name="g", seeds=[3, 4], runs_dir=tmp_path / "runs", systems=[
+            {"name": "zero-shot", "model": "minilm", "seeded": False},
+            {"name": "student", "distill": {"bitext": str(beir5), "student": "static"}}],
+            eval={"datasets": [beir5]}, attack={"sample": 2, "every_seed": every_seed})
+
+    tasks, steps = grid_steps(grid(True))
+    attacks = {t.key: t for t in tasks if t.key.startswith("attack")}
+    assert set(attacks) == {"attack zero-shot seed 3 dense random", "attack student seed 3 dense random",
+                            "attack student seed 4 dense random"}
+    task = attacks["attack student seed 4 dense random"]
+    assert set(task.after) == {"distill student seed 4", f"eval student seed 4 {beir5} dense"}
+    call = task.plan({"distill student seed 4": "runs/model-4"})
+    assert isinstance(call, Call) and call.args[0] == "attack"
+    config = call.args[1]
+    assert config.model == ["runs/model-4"] and config.seed == 3 and config.sample == 2
+    assert steps[task.key].entry == {"system": "student", "seed": 4, "scoring": "dense", "run": None,
+                                     "search": "random"}
+    tasks, _ = grid_steps(grid(False))
+    assert [t.key for t in tasks if t.key.startswith("attack")] == ["attack zero-shot seed 3 dense random",
+                                                                    "attack student seed 3 dense random"]
 
 
 @pytest.mark.slow

@@ -39,12 +39,7 @@ def test_report_tables_hold_the_right_numbers(tmp_path):
             run = _eval_run(tmp_path, f"{system}-{seed}", values)
             children["eval"].append({"run": str(run), "system": system, "dataset": "/data/bible-en-tl",
                                      "scoring": "dense", "seed": seed})
-    attack = tmp_path / "attack"
-    (attack / "metrics").mkdir(parents=True)
-    pd.DataFrame([{"system": "x", "perturbation": "char-swap", "rate": 0.2, "measure": "nDCG@10", "clean": 0.6,
-                   "attacked": 0.45, "drop": 0.15, "rel_drop": 0.25, "ci_low": 0.1, "ci_high": 0.2,
-                   "p_value": 0.01, "seeds": 2, "queries": 4}]).to_csv(attack / "metrics" / "robustness.csv",
-                                                                          index=False)
+    attack = _attack_run(tmp_path, "attack", [0.6, 0.7, 0.5, 0.6], {0: [0.5, 0.5, 0.3, 0.5], 1: [0.4, 0.5, 0.4, 0.5]})
     children["attack"] = [{"run": str(attack), "system": "optical", "scoring": "dense", "search": "random"}]
     out = tmp_path / "exp"
     out.mkdir()
@@ -68,10 +63,84 @@ def test_report_tables_hold_the_right_numbers(tmp_path):
     assert sig.loc[0, "p_holm"] == pytest.approx(sig.loc[0, "p"])  # one test: Holm changes nothing
 
     rob = pd.read_csv(out / "metrics" / "robustness.csv")
-    assert rob.loc[0, "system"] == "optical" and rob.loc[0, "drop"] == pytest.approx(0.15)
+    assert rob.loc[0, "system"] == "optical" and rob.loc[0, "scoring"] == "dense"
+    drops = 0.6 - np.array([0.45, 0.45])  # clean mean - each perturbation seed's attacked mean
+    assert rob.loc[0, "drop"] == pytest.approx(0.15) and rob.loc[0, "seeds"] == 2 and rob.loc[0, "training_seeds"] == 1
+    assert rob.loc[0, "p_value"] == pytest.approx(stats.ttest_rel([0.6, 0.7, 0.5, 0.6], [0.45, 0.5, 0.35, 0.5]).pvalue)
+    assert np.isclose(rob.loc[0, "ci_low"], 0.15) and np.isclose(drops.std(), 0)  # equal drops: a zero-width interval
     report = (out / "report.md").read_text()
     assert f"{np.mean(seed_means['optical']):.4f} ± {np.std(seed_means['optical'], ddof=1):.4f}" in report
-    assert "[0.1000, 0.2000]" in report and "plots/nDCG@10.png" in report
+    assert "[0.1500, 0.1500]" in report and "plots/nDCG@10.png" in report
+    assert "## Comparisons under attack" not in report  # no compare pairs
+
+
+def _attack_run(root, name, clean, attacked, rate=0.2):
+    """A random attack's directory as ``clirkit attack`` writes it: ``metrics/per_query.csv``,
+    long (the clean run with an empty seed, then each perturbation seed's values)."""
+    run = root / name
+    (run / "metrics").mkdir(parents=True)
+    rows = [{"system": "model", "perturbation": "none", "rate": 0.0, "seed": None, "query_id": q, "nDCG@10": v}
+            for q, v in zip(QIDS, clean)]
+    rows += [{"system": "model", "perturbation": "char-swap", "rate": rate, "seed": seed, "query_id": q,
+              "nDCG@10": v} for seed, values in attacked.items() for q, v in zip(QIDS, values)]
+    pd.DataFrame(rows).astype({"seed": "Int64"}).to_csv(run / "metrics" / "per_query.csv", index=False)
+    return run
+
+
+# system -> training seed -> (clean, perturbation seed -> attacked) nDCG@10 per query
+ATTACKED = {
+    "ot+mse": {0: ([0.9, 0.8, 0.7, 0.6], {7: [0.5, 0.4, 0.6, 0.2], 8: [0.7, 0.4, 0.5, 0.2]}),
+               1: ([0.8, 0.8, 0.9, 0.5], {7: [0.6, 0.5, 0.7, 0.1], 8: [0.6, 0.3, 0.5, 0.3]})},
+    "mse": {0: ([0.7, 0.9, 0.6, 0.6], {7: [0.2, 0.3, 0.5, 0.1], 8: [0.3, 0.2, 0.2, 0.0]}),
+            1: ([0.9, 0.7, 0.8, 0.6], {7: [0.4, 0.1, 0.3, 0.2], 8: [0.1, 0.3, 0.4, 0.1]})},
+}
+
+
+def test_report_compares_systems_under_attack_over_training_seeds(tmp_path):
+    """``every_seed`` attacks: the robustness row pools each system's training seeds per query, and
+    the comparison under attack pairs the systems per query on the same perturbed queries."""
+    children = _children(tmp_path, {s: {0: [0.5] * 4} for s in ATTACKED})
+    children["attack"] = [
+        {"run": str(_attack_run(tmp_path, f"attack-{system}-{seed}", clean, attacked)), "system": system,
+         "seed": seed, "scoring": "dense", "search": "random"}
+        for system, seeds in ATTACKED.items() for seed, (clean, attacked) in seeds.items()]
+    out = tmp_path / "exp"
+    out.mkdir()
+    cfg = SimpleNamespace(name="tiny", description="", baseline="mse", seeds=[0, 1], compare=[("ot+mse", "mse")],
+                          eval=SimpleNamespace(measures=["nDCG@10"]))
+    build_report(out, children, cfg)
+
+    def attacked(system, seed):  # per query: mean over training seeds (and over perturbation seeds if None)
+        arrays = [np.array(v[1][seed] if seed is not None else np.mean(list(v[1].values()), axis=0))
+                  for v in ATTACKED[system].values()]
+        return np.mean(arrays, axis=0)
+
+    rob = pd.read_csv(out / "metrics" / "robustness.csv").set_index("system")
+    assert len(rob) == 2 and (rob["training_seeds"] == 2).all() and (rob["seeds"] == 2).all()
+    clean = np.mean([np.array(v[0]) for v in ATTACKED["ot+mse"].values()], axis=0)
+    drops = [clean.mean() - attacked("ot+mse", s).mean() for s in (7, 8)]
+    assert rob.loc["ot+mse", "clean"] == pytest.approx(clean.mean())
+    assert rob.loc["ot+mse", "attacked"] == pytest.approx(attacked("ot+mse", None).mean())
+    assert (rob.loc["ot+mse", "ci_low"], rob.loc["ot+mse", "ci_high"]) == pytest.approx(
+        tuple(stats.t.interval(0.95, 1, loc=np.mean(drops), scale=stats.sem(drops))))
+    assert rob.loc["ot+mse", "p_value"] == pytest.approx(stats.ttest_rel(clean, attacked("ot+mse", None)).pvalue)
+
+    comp = pd.read_csv(out / "metrics" / "attack_comparisons.csv")
+    assert len(comp) == 1
+    row = comp.iloc[0]
+    a, b = attacked("ot+mse", None), attacked("mse", None)
+    assert (row["scoring"], row["perturbation"], row["rate"], row["system_a"], row["system_b"]) == (
+        "dense", "char-swap", 0.2, "ot+mse", "mse")
+    assert row["seeds_a"] == 2 and row["seeds_b"] == 2 and row["n"] == 4
+    assert row["delta"] == pytest.approx((a - b).mean())
+    assert row["p_t"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert row["p_t_holm"] == pytest.approx(row["p_t"])  # one test
+    report = (out / "report.md").read_text()
+    section = report.split("## Comparisons under attack")[1].split("##")[0]
+    assert "same sampled queries" in section and "mean over the perturbation seeds" in section
+    line = next(x for x in section.splitlines() if x.startswith("| dense "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:8] == ["dense", "char-swap", "0.2", "ot+mse", "mse", "nDCG@10", "4", f"{(a - b).mean():.4f}"]
 
 
 # --------------------------------------------------------------------------- comparisons between any two systems

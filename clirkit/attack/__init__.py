@@ -45,7 +45,6 @@ from clirkit.attack.common import (
     parse_specs,
     plan_variants,
     resolve_target,
-    robustness_rows,
 )
 from clirkit.attack.greedy import (
     GreedyResult,
@@ -69,7 +68,7 @@ log = logging.getLogger("clirkit")
 __all__ = ["GreedyResult", "GreedyState", "System", "Variant", "attacked_query_ids", "dataset_of_run", "eval_config",
            "first_relevant_rank", "greedy_attack", "greedy_query", "greedy_state", "latest_distill_run",
            "random_attack",
-           "parse_specs", "plan_variants", "resolve_target", "robustness_rows", "run_attack", "spec_label",
+           "parse_specs", "plan_variants", "resolve_target", "run_attack", "spec_label",
            "write_robustness"]
 
 

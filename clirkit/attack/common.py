@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from clirkit.config import AttackConfig, EvalConfig, RetrievalOptions
@@ -18,7 +17,6 @@ from clirkit.data.formats import Dataset
 from clirkit.errors import ClirkitError
 from clirkit.evaluate import is_bm25, searcher_for
 from clirkit.index import ensure_index
-from clirkit.measures import paired_ttest, t_interval
 from clirkit.models import EncoderPair, load_pair
 from clirkit.perturb import PerturbSpec, parse_spec, perturb_many, spec_identity, spec_labels
 from clirkit.retrieval import RunDict, Searcher, Translated, retrieve
@@ -308,45 +306,6 @@ def write_queries(path: Path, texts: dict[str, str], ds: Dataset) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for q, t in texts.items():
             f.write(json.dumps({"_id": q, "text": t, "lang": ds.query_lang.get(q, "")}, ensure_ascii=False) + "\n")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def robustness_rows(system: str, perturbation: str, rate: float, clean: pd.DataFrame,
-                    attacked: list[pd.DataFrame]) -> list[dict[str, Any]]:
-    """Clean vs attacked for each measure column.
-
-    ``drop = clean - attacked`` (positive: the attack hurts), ``rel_drop = drop / clean``. The
-    95% interval of the drop is a t-interval over the per-seed drops (NaN with one seed). The
-    p-value is a two-sided paired t-test over queries of the clean score against the query's
-    perturbed score averaged over seeds; averaging first keeps the test's unit the query (seeds
-    are not independent samples of queries), and the t-test agrees with the randomisation test
-    on IR measures (Smucker, Allan & Carterette, CIKM 2007).
-
-    Args:
-        system: the system's name.
-        perturbation: the spec label.
-        rate: the perturbation rate.
-        clean: per-query table of the clean run (index query_id, one column per measure).
-        attacked: one such table per seed, same index.
-    """
-    rows = []
-    n = len(attacked)
-    for m in clean.columns:
-        c = clean[m]
-        per_seed = np.array([a[m].reindex(c.index).mean() for a in attacked])
-        drops = c.mean() - per_seed
-        drop = float(drops.mean())
-        lo, hi = t_interval(drops)
-        pooled = pd.concat([a[m].reindex(c.index) for a in attacked], axis=1).mean(axis=1)
-        _, p = paired_ttest(c.to_numpy(), pooled.to_numpy())
-        clean_mean = float(c.mean())
-        rows.append({"system": system, "perturbation": perturbation, "rate": rate, "measure": m,
-                     "clean": clean_mean, "attacked": float(per_seed.mean()), "drop": drop,
-                     "rel_drop": drop / clean_mean if clean_mean > 0 else math.nan,
-                     "ci_low": lo, "ci_high": hi, "p_value": p, "seeds": n, "queries": len(c)})
-    return rows
 
 
 def _retrieve_changed(system: System, texts: dict[str, str], clean_texts: dict[str, str],

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clirkit.attack.common import System, _long, _retrieve_changed, robustness_rows
+from clirkit.attack.common import System, _long, _retrieve_changed
 from clirkit.config import AttackConfig
 from clirkit.data.formats import Dataset
-from clirkit.measures import score_run
+from clirkit.measures import robustness_rows, score_run
 from clirkit.perturb import PerturbSpec, edit_candidates, spec_label
 from clirkit.progress import progress
 from clirkit.retrieval import RunDict, Searcher, retrieve

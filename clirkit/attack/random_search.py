@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from clirkit.attack.common import System, Variant, _long, _retrieve_changed, robustness_rows, write_queries
+from clirkit.attack.common import System, Variant, _long, _retrieve_changed, write_queries
 from clirkit.data.formats import Dataset
-from clirkit.measures import score_run
+from clirkit.measures import robustness_rows, score_run
 from clirkit.progress import progress
 from clirkit.retrieval import retrieve
 from clirkit.rundir import Run
