@@ -208,12 +208,13 @@ def comparison_section(table: pd.DataFrame, per_query: dict, seed: int, attacked
     resamples = sorted(set(table["resamples"]))
     how = ("A - B per query on the attacked queries, each query's value its mean over the perturbation seeds; "
            "every system was attacked on the same sampled queries with the same perturbed texts. " if attacked
-           else "A - B per query on the same queries; ")
+           else "A - B per query on the same queries. ")
+    keys = list(table.columns[:table.columns.get_loc("system_a")])
     how += (f"Two-sided paired t-test (scipy `ttest_rel`) and paired "
            f"randomisation test (scipy `permutation_test`, A and B swapped within queries, "
            f"{', '.join(map(str, resamples))} resamples, seed {seed}; exact when every assignment is counted). "
-           f"p-values are Holm-corrected over all {len(table)} tests (one family: every comparison, dataset, "
-           f"scoring and measure); the interval is the 95% t interval of the mean difference.")
+           f"p-values are Holm-corrected over all {len(table)} tests (one family: every comparison, "
+           f"{', '.join(keys)} and measure); the interval is the 95% t interval of the mean difference.")
     if several:
         how += " A system with several training seeds is paired per query on its mean over the seeds."
     shown = display_comparisons(table)
