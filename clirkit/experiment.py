@@ -48,7 +48,15 @@ from clirkit.launch import (
     run_graph,
     submitit_folder,
 )
-from clirkit.rundir import config_record, find_completed, read_json, run_status, start_run, write_json
+from clirkit.rundir import (
+    close_abandoned,
+    config_record,
+    find_completed,
+    read_json,
+    run_status,
+    start_run,
+    write_json,
+)
 
 log = logging.getLogger("clirkit")
 
@@ -439,18 +447,26 @@ def _attack_tasks(cfg: ExperimentConfig, system: SystemSpec, seed: int, targets:
     return tasks
 
 
-def _failed_run(runs_dir: Path, step: _Step) -> str | None:
-    """The newest failed experiment directory of ``step`` (the one this grid left), if any."""
+def _failed_run(runs_dir: Path, step: _Step, error: str) -> str | None:
+    """The newest failed experiment directory of ``step`` (the one this grid left), if any; a run
+    of it whose worker was killed outright is ended first, failed with ``error``
+    (:func:`clirkit.rundir.close_abandoned`)."""
     if step.config is None:
         return None
     want = config_record(step.command, step.config, step.seed)
+
+    def same(path: Path) -> bool:
+        try:
+            return read_json(path / "config.json") == want
+        except ClirkitError:
+            return False
+
+    for path in sorted(Path(runs_dir).glob(f".*-{step.command}-*.tmp"), reverse=True):
+        if path.is_dir() and same(path):
+            close_abandoned(path, error)
     for path in sorted(Path(runs_dir).glob(f"*-{step.command}-*"), reverse=True):
-        if path.is_dir() and run_status(path) == "failed":
-            try:
-                if read_json(path / "config.json") == want:
-                    return str(path)
-            except ClirkitError:
-                continue
+        if path.is_dir() and not path.name.startswith(".") and run_status(path) == "failed" and same(path):
+            return str(path)
     return None
 
 
@@ -461,7 +477,7 @@ def _children(outcome: Outcome, steps: dict[str, _Step], runs_dir: Path, childre
         if key in outcome.results:
             children.setdefault(step.group or step.command, []).append({**step.entry, "run": outcome.results[key]})
     if outcome.failed:
-        children["failed"] = [{"step": k, "error": e, "run": _failed_run(runs_dir, steps[k])}
+        children["failed"] = [{"step": k, "error": e, "run": _failed_run(runs_dir, steps[k], e)}
                               for k, e in outcome.failed.items()]
     if outcome.skipped:
         children["skipped"] = [{"step": k, "waits_for": w} for k, w in outcome.skipped.items()]

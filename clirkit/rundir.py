@@ -344,7 +344,7 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
     run.claim()
     write_json(run.path / "config.json", config_record(command, cfg, seed))
     write_json(run.path / "manifest.json", run.manifest)
-    run.status("running")
+    run.status("running", pid=os.getpid(), host=platform.node())  # whose it is: see close_abandoned
     if log.level == logging.NOTSET:  # library use without the CLI: still log to log.txt
         log.setLevel(logging.INFO)
     handler = _attach_log(run.path / "log.txt")
@@ -376,6 +376,42 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
             run.status("completed")
         os.replace(run.path, final)
         run.path = final
+
+
+def close_abandoned(path: Path, error: str) -> Path | None:
+    """End a run its process left behind: a ``.<id>.tmp`` folder still ``running`` whose process,
+    on this machine, no longer exists (a worker killed outright, by SIGKILL or the out-of-memory
+    killer, before :func:`start_run` could end it). Like any failed run it is marked ``failed``
+    with ``error``, its manifest ended, and renamed into place (a distillation keeps its ``last/``
+    state for ``--resume``).
+
+    Returns:
+        The run's new path; None if ``path`` is not such a folder (a live process's run, one of
+        another machine, an ended one) and is left alone.
+    """
+    if not (path.name.startswith(".") and path.name.endswith(".tmp")):
+        return None
+    try:
+        status = read_json(path / "status.json")
+        manifest = read_json(path / "manifest.json")
+    except ClirkitError:
+        return None
+    pid = status.get("pid")
+    if status.get("status") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+        return None  # alive
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # alive, someone else's
+        return None
+    _, final = claim_dir(path.parent, str(manifest.get("id") or path.name[1:-4]))
+    manifest["ended"] = now()
+    write_json(path / "manifest.json", manifest)
+    write_json(path / "status.json", {"status": "failed", "updated": now(), "error": error})
+    os.replace(path, final)
+    return final
 
 
 def run_status(path: Path) -> str:

@@ -269,7 +269,8 @@ def _holder(folder: Path, parent: int) -> int | None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_model, beir5, runs_dir, sig):
     """SIGTERM: the step's run ends failed, renamed; SIGKILL (no chance to clean up): its worker
-    dies, the step fails alone all the same, and the next run of the grid redoes it."""
+    dies, the step fails alone all the same and the grid ends its run as failed; the next run of
+    the grid redoes it."""
     env = {**_subprocess_env(), "CLIRKIT_CACHE": str(tmp_path / "cache")}
     exp = _grid(tmp_path, tiny_model, beir5, epochs=3, seeds="[0]")
     proc = subprocess.Popen([sys.executable, "-m", "clirkit", "--runs-dir", str(runs_dir), "run", str(exp),
@@ -294,13 +295,14 @@ def test_killed_step_fails_alone_and_is_redone_by_the_next_run(tmp_path, tiny_mo
     grid = next(p for p in runs_dir.iterdir() if "-run-" in p.name)
     assert json.loads((grid / "status.json").read_text())["status"] == "failed"
     children = json.loads((grid / "children.json").read_text())
-    if sig == signal.SIGTERM:
-        killed = Path(children["failed"][0]["run"])
-        assert "-distill-" in killed.name and json.loads((killed / "status.json").read_text())["status"] == "failed"
-    else:  # killed outright: its directory is left as it was, under its temporary name
-        assert children["failed"][0]["run"] is None
-        (left,) = runs_dir.glob(".*-distill-*.tmp")
-        assert json.loads((left / "status.json").read_text())["status"] == "running"
+    # SIGTERM: the run ends itself; SIGKILL: the grid ends it for its dead worker. Failed, in place, either way
+    killed = Path(children["failed"][0]["run"])
+    status = json.loads((killed / "status.json").read_text())
+    assert "-distill-" in killed.name and killed.parent == runs_dir and status["status"] == "failed"
+    assert not list(runs_dir.glob(".*.tmp"))
+    assert json.loads((killed / "manifest.json").read_text())["ended"] is not None
+    if sig == signal.SIGKILL:
+        assert status["error"] == children["failed"][0]["error"] and "SIGKILL" in status["error"]
     assert [c["system"] for c in children["eval"]] == ["zero-shot"]  # the step that did not wait for it
     assert json.loads((Path(children["eval"][0]["run"]) / "status.json").read_text())["status"] == "completed"
     assert children["skipped"] == [{"step": f"eval student seed 0 {beir5} dense", "waits_for":

@@ -289,3 +289,34 @@ def test_a_run_finishing_onto_a_taken_name_takes_the_next_counter(tmp_path, same
     assert run.path.name == f"{same_id}-1"
     assert json.loads((run.path / "manifest.json").read_text())["id"] == run.path.name
     assert list((cfg.runs_dir / same_id).iterdir()) == []  # the other's folder is untouched
+
+
+def test_close_abandoned_ends_only_a_dead_local_processes_run(tmp_path):
+    """A ``.tmp`` run whose process is gone is ended failed and renamed into place; one whose
+    process lives, or that another machine runs, is left alone."""
+    import platform
+    import subprocess
+
+    from clirkit.rundir import close_abandoned
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def tmp_run(name, pid, host=platform.node()):
+        path = tmp_path / f".{name}.tmp"
+        path.mkdir()
+        (path / "manifest.json").write_text(json.dumps({"id": name, "ended": None}))
+        (path / "status.json").write_text(json.dumps({"status": "running", "pid": pid, "host": host}))
+        return path
+
+    alive = tmp_run("20261207-120000-distill-aaaa", os.getpid())
+    elsewhere = tmp_run("20261207-120000-distill-bbbb", dead.pid, host="another-node")
+    gone = tmp_run("20261207-120000-distill-cccc", dead.pid)
+    assert close_abandoned(alive, "x") is None and close_abandoned(elsewhere, "x") is None
+    assert alive.is_dir() and elsewhere.is_dir()
+    final = close_abandoned(gone, "its worker process died (killed by SIGKILL (signal 9))")
+    assert final == tmp_path / "20261207-120000-distill-cccc" and not gone.exists()
+    assert json.loads((final / "status.json").read_text())["status"] == "failed"
+    assert "SIGKILL" in json.loads((final / "status.json").read_text())["error"]
+    assert json.loads((final / "manifest.json").read_text())["ended"] is not None
+    assert close_abandoned(final, "x") is None  # an ended run: nothing to do
