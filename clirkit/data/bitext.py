@@ -14,7 +14,8 @@ Input formats (all may be gzip/xz/bz2-compressed; UTF-8; a BOM and CRLF line end
   language, or both files one language, is refused; with no language suffix the first file is
   ``src`` (with a warning).
 * ``tsv`` -- ``src \\t tgt`` per line; a first line ``src \\t tgt``, ``source \\t target`` or the two
-  language codes is taken as a header (codes in the other order swap the columns).
+  language codes is taken as a header (codes in the other order swap the columns; two codes of
+  other languages are refused).
 * ``wikimatrix`` -- WikiMatrix (Schwenk et al., EACL 2021, arXiv:1907.05791) ``margin \\t s1 \\t s2``;
   pairs with margin >= ``threshold`` (default 1.04, the paper's recommended cut) are kept. Column
   order follows the file name ``WikiMatrix.<l1>-<l2>.tsv`` (a name of other languages is
@@ -227,6 +228,8 @@ def _header_kind(cols: list[str], src: str, tgt: str) -> str | None:
         return "same"
     if canon == [canonical(tgt), canonical(src)]:
         return "swap"
+    if canon[0] != canon[1] and all(_known_code(c) for c in canon):
+        return "other"  # a header naming two other languages: another corpus
     return None
 
 
@@ -239,6 +242,10 @@ def _read_tsv(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str,
             cols = _columns(line, path, n, (2,), "src, tgt")
             if n == 1:
                 kind = _header_kind(cols, src, tgt)
+                if kind == "other":
+                    raise ClirkitError(f"the header names the languages {cols[0].strip()}-{cols[1].strip()}, not the "
+                                       f"pair {src}-{tgt}", path=f"{path}:1",
+                                       fix="pass a file of the requested pair (or give the pair the file has)")
                 if kind is not None:
                     swap = kind == "swap"
                     continue
