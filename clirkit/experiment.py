@@ -548,11 +548,18 @@ def run_experiment(cfg: ExperimentConfig, origin: str = "experiment") -> Path:
 
 def load_children(run: Path) -> tuple[dict[str, Any], ExperimentConfig]:
     """The children and configuration of a completed ``clirkit run`` directory (a running, failed
-    or interrupted grid is refused: its children and tables are partial)."""
-    from clirkit.runs import require_completed
+    or interrupted grid is refused: its children and tables are partial). Each step's ``run`` is
+    its directory beside the grid (:func:`clirkit.runs.grid_children`), wherever the runs
+    directory was when the grid ran."""
+    from clirkit.runs import grid_children, require_completed
 
     require_completed(run)
+    grid_children(run)  # every step is there: else one line naming the missing one
     children = read_json(run / "children.json")
+    for items in children.values():
+        for child in items if isinstance(items, list) else []:
+            if isinstance(child, dict) and child.get("run"):
+                child["run"] = str(run.parent / Path(str(child["run"])).name)
     config = read_json(run / "config.json")
     config.pop("command", None)
     return children, build(ExperimentConfig, str(run / "config.json"), **config)

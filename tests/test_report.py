@@ -267,3 +267,26 @@ def test_report_compare_option(tmp_path, tiny_model, beir5, runs_dir):
     assert (comp.delta == 0).all() and (comp.p_t == 1).all() and (comp.p_rand_holm == 1).all()  # one model twice
     assert json.loads((new / "config.json").read_text())["compare"] == [["same-model", "zero-shot"]]
     assert "## Comparisons" in (new / "report.md").read_text()
+
+
+def test_report_of_a_moved_runs_folder_reads_the_steps_beside_the_grid(tmp_path, tiny_model, beir5, runs_dir):
+    """children.json records the steps' paths as the grid saw them; a runs folder moved since
+    (another machine, an archive) still reports, from the steps beside the grid."""
+    import shutil
+
+    r = runner.invoke(app, ["--runs-dir", str(runs_dir), "run", str(_grid(tmp_path, tiny_model, beir5))])
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    moved = tmp_path / "archive"
+    shutil.move(str(runs_dir), moved)
+    grid = moved / run.name
+    r = runner.invoke(app, ["--runs-dir", str(tmp_path / "new-runs"), "report", str(grid)])
+    assert r.exit_code == 0, r.stderr
+    new = Path(r.stdout.strip().splitlines()[-1])
+    pd.testing.assert_frame_equal(pd.read_csv(new / "metrics" / "aggregate.csv"),
+                                  pd.read_csv(grid / "metrics" / "aggregate.csv"))
+    step = json.loads((grid / "children.json").read_text())["eval"][0]["run"]
+    shutil.rmtree(moved / Path(step).name)
+    r = runner.invoke(app, ["--runs-dir", str(tmp_path / "new-runs"), "report", str(grid)])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"step {Path(step).name} of the grid {grid.name} is missing" in r.stderr
