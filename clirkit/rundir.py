@@ -378,34 +378,40 @@ def start_run(runs_dir: str | Path, command: str, cfg: Config, seed: int,
         run.path = final
 
 
-def close_abandoned(path: Path, error: str) -> Path | None:
-    """End a run its process left behind: a ``.<id>.tmp`` folder still ``running`` whose process,
-    on this machine, no longer exists (a worker killed outright, by SIGKILL or the out-of-memory
-    killer, before :func:`start_run` could end it). Like any failed run it is marked ``failed``
-    with ``error``, its manifest ended, and renamed into place (a distillation keeps its ``last/``
-    state for ``--resume``).
-
-    Returns:
-        The run's new path; None if ``path`` is not such a folder (a live process's run, one of
-        another machine, an ended one) and is left alone.
-    """
+def abandoned(path: Path) -> bool:
+    """Whether ``path`` is a run its process left behind: a ``.<id>.tmp`` folder still
+    ``running`` whose process, on this machine, no longer exists (killed outright, by SIGKILL or
+    the out-of-memory killer, before :func:`start_run` could end it). A run of another machine
+    cannot be told from a live one: False."""
     if not (path.name.startswith(".") and path.name.endswith(".tmp")):
-        return None
+        return False
     try:
         status = read_json(path / "status.json")
-        manifest = read_json(path / "manifest.json")
     except ClirkitError:
-        return None
-    pid = status.get("pid")
+        return False
+    pid = status.get("pid") if isinstance(status, dict) else None
     if status.get("status") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
-        return None
+        return False
     try:
         os.kill(pid, 0)
-        return None  # alive
     except ProcessLookupError:
-        pass
+        return True
     except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def close_abandoned(path: Path, error: str) -> Path | None:
+    """End an :func:`abandoned` run like any failed one: marked ``failed`` with ``error``, its
+    manifest ended, renamed into place (a distillation keeps its ``last/`` state for ``--resume``).
+
+    Returns:
+        The run's new path; None if ``path`` is not abandoned (a live process's run, one of
+        another machine, an ended one) and is left alone.
+    """
+    if not abandoned(path):
         return None
+    manifest = read_json(path / "manifest.json")
     _, final = claim_dir(path.parent, str(manifest.get("id") or path.name[1:-4]))
     manifest["ended"] = now()
     write_json(path / "manifest.json", manifest)

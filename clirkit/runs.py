@@ -53,8 +53,13 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def status_of(path: Path) -> str:
-    """completed, failed, running (or ``unknown``); a ``.<id>.tmp`` folder is a run in progress."""
+    """completed, failed, running, abandoned (or ``unknown``); a ``.<id>.tmp`` folder is a run in
+    progress, or one whose process died without ending it (:func:`clirkit.rundir.abandoned`)."""
+    from clirkit.rundir import abandoned
+
     state = _json(path / "status.json").get("status", "unknown")
+    if state == "running" and abandoned(path):
+        return "abandoned"
     return "running" if path.name.endswith(".tmp") and state == "completed" else state
 
 

@@ -298,6 +298,7 @@ def test_close_abandoned_ends_only_a_dead_local_processes_run(tmp_path):
     import subprocess
 
     from clirkit.rundir import close_abandoned
+    from clirkit.runs import status_of
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -312,6 +313,8 @@ def test_close_abandoned_ends_only_a_dead_local_processes_run(tmp_path):
     alive = tmp_run("20261207-120000-distill-aaaa", os.getpid())
     elsewhere = tmp_run("20261207-120000-distill-bbbb", dead.pid, host="another-node")
     gone = tmp_run("20261207-120000-distill-cccc", dead.pid)
+    # clirkit runs list tells them apart
+    assert [status_of(p) for p in (alive, elsewhere, gone)] == ["running", "running", "abandoned"]
     assert close_abandoned(alive, "x") is None and close_abandoned(elsewhere, "x") is None
     assert alive.is_dir() and elsewhere.is_dir()
     final = close_abandoned(gone, "its worker process died (killed by SIGKILL (signal 9))")
