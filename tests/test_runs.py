@@ -151,3 +151,18 @@ def test_run_results_of_an_xglue_attack_are_robustness_rows_per_language(tiny_mo
     assert r.exit_code == 0, r.stdout + r.stderr
     verdict = pd.read_csv(Path(r.stdout.strip().splitlines()[-1]) / "metrics" / "reproduce.csv")
     assert len(verdict) == 4 and (verdict.verdict == "OK").all()
+
+
+def test_a_bare_xglue_attack_records_its_model_and_reproduces(runs_dir):
+    """``attack --benchmark xglue`` without --model attacks the embedded MiniLM; config.json names
+    it, so ``reproduce`` re-runs the same attack."""
+    fixtures = Path(__file__).parent / "fixtures" / "xglue"
+    r = invoke("--runs-dir", runs_dir, "attack", "--benchmark", "xglue", "--task", "qam", "--data-dir", fixtures,
+               "--lang", "de", "--rate", "0.5", "--seeds", "1")
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.stdout.strip().splitlines()[-1])
+    assert json.loads((run / "config.json").read_text())["model"] == ["minilm"]
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    verdict = pd.read_csv(Path(r.stdout.strip().splitlines()[-1]) / "metrics" / "reproduce.csv")
+    assert len(verdict) == 2 and (verdict.verdict == "OK").all()

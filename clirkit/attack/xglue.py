@@ -46,6 +46,7 @@ def run_xglue_attack(cfg: AttackConfig) -> Path:
              for s, label in zip(specs, spec_labels(specs))
              for r in (cfg.rates or [s.with_defaults().params.get("rate", math.nan)])]
     models = cfg.model or ["minilm"]
+    cfg = cfg.model_copy(update={"model": models})  # config.json names what ran: reproduce re-runs it
     with start_run(cfg.runs_dir, "attack", cfg, cfg.seed) as run:
         run.add_inputs(xglue=data_dir)
         rows = []
