@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -409,7 +410,7 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
 
 def _attack_tasks(cfg: ExperimentConfig, system: SystemSpec, seed: int, targets: list[tuple[str, int]],
                   searches: list[dict[str, Any]], steps: dict[str, _Step], dataset: Path, after: list[str],
-                  model_of) -> list[Task]:
+                  model_of: Callable[[str, int, dict[str, Any]], str]) -> list[Task]:
     """The attacks of ``system``'s model of training seed ``seed`` (its fused members' ``targets``),
     one per scoring and search, each waiting for the ``after`` steps. Every attack has the grid's
     first seed as its own: the same sampled queries and perturbations whatever model it attacks."""
