@@ -130,7 +130,8 @@ class AttackGrid(Config):
     systems: list[str] | None = Field(None, description="systems to attack (default: all)")
     every_seed: bool = Field(False, description="attack the model of every training seed, not only the first "
                                                 "seed's (the same queries and perturbations for all: systems "
-                                                "compare per query under attack, mean over seeds)")
+                                                "compare per query under attack, mean over seeds); an existing "
+                                                "model, the same for every seed, is attacked once")
     sample: int | None = Field(None, ge=1, description="attack a seeded sample of this many queries")
     greedy: dict[str, Any] | None = Field(None, description="also run the greedy attack with these options "
                                                             "(e.g. sample, max_edits, max_queries)")
@@ -400,8 +401,13 @@ def grid_steps(cfg: ExperimentConfig) -> tuple[list[Task], dict[str, _Step]]:
         system = by_name[name]
         fused = dict(_fused_seeds(cfg, models, system)) if system.fuse else {}
         own = list(fused) if system.fuse else [s for (n, s) in models if n == name]
+        attacked: set[tuple] = set()
         for seed in own if grid.every_seed else [first_seed if first_seed in own else own[0]]:
             targets = list(zip(system.fuse.systems, fused[seed])) if system.fuse else [(name, seed)]
+            same = tuple(models[t] for t in targets)  # an existing model is the same for every seed: once
+            if same in attacked:
+                continue
+            attacked.add(same)
             tasks += _attack_tasks(cfg, system, seed, targets, searches, steps, dataset,
                                    [k for m, ms in targets for k in [models[(m, ms)][1], *evals.get((m, ms), [])]
                                     if k is not None], model_of)

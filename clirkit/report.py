@@ -217,6 +217,8 @@ def comparison_section(table: pd.DataFrame, per_query: dict, seed: int, attacked
            f"{', '.join(keys)} and measure); the interval is the 95% t interval of the mean difference.")
     if several:
         how += " A system with several training seeds is paired per query on its mean over the seeds."
+    elif attacked:
+        how += " One training seed's model per system (`every_seed = true` attacks every seed's)."
     shown = display_comparisons(table)
     left = len(shown.columns) - 5  # the condition, A, B, measure; then the numbers
     return ["## Comparisons under attack\n" if attacked else "## Comparisons\n", how + "\n",

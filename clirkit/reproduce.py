@@ -91,7 +91,9 @@ def check_reproducible(run: Path) -> dict[str, Any]:
     if command == "distill" and config.get("resume"):
         raise ClirkitError(f"a resumed distillation continues the stored state of {config['resume']}", path=run,
                            fix="reproduce the run it resumed from (a reproduction reuses no stored state)")
-    if command == "attack" and not config.get("model"):
+    if command == "attack" and not config.get("model") and config.get("benchmark") == "xglue":
+        config["model"] = ["minilm"]  # recorded before an XGLUE attack wrote its default model
+    elif command == "attack" and not config.get("model"):
         # runs recorded before attack wrote its resolved target: the manifest names it
         manifest = read_json(run / "manifest.json")
         if not manifest.get("attacked_run"):

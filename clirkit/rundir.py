@@ -389,7 +389,9 @@ def abandoned(path: Path) -> bool:
         status = read_json(path / "status.json")
     except ClirkitError:
         return False
-    pid = status.get("pid") if isinstance(status, dict) else None
+    if not isinstance(status, dict):
+        return False
+    pid = status.get("pid")
     if status.get("status") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
         return False
     try:
@@ -411,12 +413,19 @@ def close_abandoned(path: Path, error: str) -> Path | None:
     """
     if not abandoned(path):
         return None
-    manifest = read_json(path / "manifest.json")
+    try:
+        manifest = read_json(path / "manifest.json")
+    except ClirkitError:
+        manifest = {}
     _, final = claim_dir(path.parent, str(manifest.get("id") or path.name[1:-4]))
-    manifest["ended"] = now()
-    write_json(path / "manifest.json", manifest)
-    write_json(path / "status.json", {"status": "failed", "updated": now(), "error": error})
-    os.replace(path, final)
+    try:
+        manifest.update(id=final.name, ended=now())
+        write_json(path / "manifest.json", manifest)
+        write_json(path / "status.json", {"status": "failed", "updated": now(), "error": error})
+        os.replace(path, final)
+    except OSError:  # another process (a second grid) closed it first
+        final.rmdir()
+        return None
     return final
 
 

@@ -146,17 +146,16 @@ def test_tsv_header_in_other_order_swaps_columns(tmp_path):
     assert _filters(read_card(out))["read"] == (5, 5)
 
 
-def test_tsv_header_of_other_languages_is_refused(tmp_path):
-    """A first line of two other language codes is another corpus's header, not a sentence pair."""
+def test_tsv_first_line_of_other_language_codes_is_data_with_a_warning(tmp_path, caplog):
+    """A first line of two other language codes may be another corpus's header or a pair of short
+    words ("to", "sa"): read as data, with a warning naming the line."""
     path = tmp_path / "pairs.tsv"
-    path.write_text("de\tfr\nWasser ist Leben.\tL'eau, c'est la vie.\n", encoding="utf-8")
-    with pytest.raises(ClirkitError, match=rf"{path}:1: the header names the languages de-fr, not the pair en-sw"):
-        prepare_bitext(BitextConfig(pair="en-sw", format="tsv", files=[path], licence="x", out=tmp_path / "o"))
-    assert not (tmp_path / "o").exists()
-    path.write_text("No\tHapana\nYes\tNdiyo\n", encoding="utf-8")  # "no" is a code, "hapana" none: data
-    out = prepare_bitext(BitextConfig(pair="en-sw", format="tsv", files=[path], licence="x", dev_size=0,
-                                      out=tmp_path / "o"))
-    assert {s: t for _, s, t in _pairs(out, "train")} == {"No": "Hapana", "Yes": "Ndiyo"}
+    path.write_text("de\tfr\nWater is life.\tMaji ni uhai.\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="clirkit"):
+        out = prepare_bitext(BitextConfig(pair="en-sw", format="tsv", files=[path], licence="x", dev_size=0,
+                                          out=tmp_path / "o"))
+    assert f"{path}:1: the first line 'de\\tfr' looks like a header naming de-fr, not the pair en-sw" in caplog.text
+    assert {s: t for _, s, t in _pairs(out, "train")} == {"de": "fr", "Water is life.": "Maji ni uhai."}
 
 
 def test_tsv_wrong_column_count_names_line(tmp_path):

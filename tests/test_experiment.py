@@ -238,6 +238,11 @@ def test_every_seed_attacks_each_seeds_model_with_the_same_queries(tmp_path, bei
     tasks, _ = grid_steps(grid(False))
     assert [t.key for t in tasks if t.key.startswith("attack")] == ["attack zero-shot seed 3 dense random",
                                                                     "attack student seed 3 dense random"]
+    # an existing model repeated for every seed (seeded = true) is one model: attacked once
+    cfg = build(ExperimentConfig, "test", name="g", seeds=[3, 4], runs_dir=tmp_path / "runs", systems=[
+        {"name": "zero-shot", "model": "minilm"}], eval={"datasets": [beir5]}, attack={"every_seed": True})
+    tasks, _ = grid_steps(cfg)
+    assert [t.key for t in tasks if t.key.startswith("attack")] == ["attack zero-shot seed 3 dense random"]
 
 
 @pytest.mark.slow

@@ -166,3 +166,7 @@ def test_a_bare_xglue_attack_records_its_model_and_reproduces(runs_dir):
     assert r.exit_code == 0, r.stdout + r.stderr
     verdict = pd.read_csv(Path(r.stdout.strip().splitlines()[-1]) / "metrics" / "reproduce.csv")
     assert len(verdict) == 2 and (verdict.verdict == "OK").all()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": None}))  # as recorded before it named one
+    r = invoke("reproduce", run)
+    assert r.exit_code == 0, r.stdout + r.stderr

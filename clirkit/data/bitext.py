@@ -15,7 +15,7 @@ Input formats (all may be gzip/xz/bz2-compressed; UTF-8; a BOM and CRLF line end
   ``src`` (with a warning).
 * ``tsv`` -- ``src \\t tgt`` per line; a first line ``src \\t tgt``, ``source \\t target`` or the two
   language codes is taken as a header (codes in the other order swap the columns; two codes of
-  other languages are refused).
+  other languages are read as data with a warning: short word pairs such as ``to \\t sa`` look alike).
 * ``wikimatrix`` -- WikiMatrix (Schwenk et al., EACL 2021, arXiv:1907.05791) ``margin \\t s1 \\t s2``;
   pairs with margin >= ``threshold`` (default 1.04, the paper's recommended cut) are kept. Column
   order follows the file name ``WikiMatrix.<l1>-<l2>.tsv`` (a name of other languages is
@@ -242,11 +242,11 @@ def _read_tsv(files: list[Path], src: str, tgt: str) -> Iterator[tuple[str, str,
             cols = _columns(line, path, n, (2,), "src, tgt")
             if n == 1:
                 kind = _header_kind(cols, src, tgt)
-                if kind == "other":
-                    raise ClirkitError(f"the header names the languages {cols[0].strip()}-{cols[1].strip()}, not the "
-                                       f"pair {src}-{tgt}", path=f"{path}:1",
-                                       fix="pass a file of the requested pair (or give the pair the file has)")
-                if kind is not None:
+                if kind == "other":  # a header of another corpus, or a pair of short words ("to", "sa")
+                    log.warning("%s:1: the first line %r looks like a header naming %s-%s, not the pair %s-%s; "
+                                "read as a sentence pair (if the file is of another pair, it is the wrong file)",
+                                path, line.strip(), cols[0].strip(), cols[1].strip(), src, tgt)
+                elif kind is not None:
                     swap = kind == "swap"
                     continue
             yield (cols[1], cols[0], None) if swap else (cols[0], cols[1], None)
