@@ -86,7 +86,7 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
 
     sig = []
     for (dataset, scoring), systems in per_query.items():
-        means = {name: sum(dfs) / len(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
+        means = {name: _mean(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
         if cfg.baseline in means:
             part = significance(means, cfg.baseline, corrected=False)
             part.insert(0, "dataset", dataset)
@@ -146,6 +146,16 @@ def build_report(run: Path, children: dict, cfg) -> pd.DataFrame:
     return table
 
 
+def _mean(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per query (and measure), the mean of tables with the same index: over seeds."""
+    return sum(frames) / len(frames)
+
+
+def _conditions(table: pd.DataFrame) -> list[str]:
+    """The condition columns of a comparison table: those before ``system_a``."""
+    return list(table.columns[:table.columns.get_loc("system_a")])
+
+
 def _seed(cfg) -> int:
     seeds = getattr(cfg, "seeds", None) or [0]
     return int(seeds[0])
@@ -171,7 +181,7 @@ def compare_table(per_query: dict[tuple, dict[str, list[pd.DataFrame]]], pairs, 
     """
     parts = []
     for condition, systems in per_query.items():
-        means = {name: sum(dfs) / len(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
+        means = {name: _mean(dfs) for name, dfs in systems.items()}  # per query, mean over seeds
         part = compare_pairs(means, pairs, n_resamples=n_resamples, seed=seed)
         if not part.empty:
             for i, (key, value) in enumerate(zip(keys, condition)):
@@ -188,7 +198,7 @@ def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
     """The comparisons for people, as text: ``A - B`` and its 95% CI to 4 decimals, p-values to 3
     significant digits (``1.2e-05`` stays readable); the condition columns (those before
     ``system_a``) as they are, a rate as ``0.1``."""
-    keys = list(table.columns[:table.columns.get_loc("system_a")])
+    keys = _conditions(table)
     shown = table[[*keys, "system_a", "system_b", "measure", "n"]].rename(
         columns={"system_a": "A", "system_b": "B", "n": "queries"})
     if "rate" in keys:
@@ -209,7 +219,7 @@ def comparison_section(table: pd.DataFrame, per_query: dict, seed: int, attacked
     how = ("A - B per query on the attacked queries, each query's value its mean over the perturbation seeds; "
            "every system was attacked on the same sampled queries with the same perturbed texts. " if attacked
            else "A - B per query on the same queries. ")
-    keys = list(table.columns[:table.columns.get_loc("system_a")])
+    keys = _conditions(table)
     how += (f"Two-sided paired t-test (scipy `ttest_rel`) and paired "
            f"randomisation test (scipy `permutation_test`, A and B swapped within queries, "
            f"{', '.join(map(str, resamples))} resamples, seed {seed}; exact when every assignment is counted). "
@@ -241,10 +251,6 @@ def _split_long(long: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, float
         rate = math.nan if pd.isna(rate) else float(rate)  # one nan object: a rate-less spec keys alike in every table
         attacked.setdefault((label, rate), {})[int(seed)] = part.set_index("query_id")[measures]
     return clean, attacked
-
-
-def _mean(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return sum(frames) / len(frames)
 
 
 def attack_tables(children: list[dict]) -> tuple[pd.DataFrame, dict[tuple, dict[str, list[pd.DataFrame]]]]:
